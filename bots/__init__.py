@@ -1,0 +1,1 @@
+"""Platform adapters (Twitch, Discord, console): each turns platform events into utterances."""

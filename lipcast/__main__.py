@@ -1,0 +1,3 @@
+from lipcast.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""The OBS browser-source overlay: an HTTP + WebSocket server and its page."""
