@@ -206,9 +206,15 @@ def load_persona(
     )
 
 
-def list_personas(search_dirs: list[Path] | None = None) -> list[Persona]:
-    """Every loadable persona in the search folders and the built-in ones (first name wins)."""
-    found: dict[str, Persona] = {}
+def scan_personas(
+    search_dirs: list[Path] | None = None,
+) -> list[tuple[Path, Persona | PersonaError]]:
+    """Every persona folder in the search folders and the built-in ones, loaded or not.
+
+    A name found in an earlier folder hides the same name later (a user's folder wins over the
+    built-in one). Broken personas are returned with their error so they can be reported.
+    """
+    found: dict[str, tuple[Path, Persona | PersonaError]] = {}
     for folder in _candidate_dirs(search_dirs or []):
         if not folder.is_dir():
             continue
@@ -216,7 +222,12 @@ def list_personas(search_dirs: list[Path] | None = None) -> list[Persona]:
             if child.name in found or not (child / PERSONA_FILE).is_file():
                 continue
             try:
-                found[child.name] = load_persona(str(child))
-            except PersonaError:
-                continue
+                found[child.name] = (child, load_persona(str(child)))
+            except PersonaError as err:
+                found[child.name] = (child, err)
     return list(found.values())
+
+
+def list_personas(search_dirs: list[Path] | None = None) -> list[Persona]:
+    """The personas that load (see :func:`scan_personas` for the broken ones too)."""
+    return [result for _, result in scan_personas(search_dirs) if isinstance(result, Persona)]

@@ -1,0 +1,1 @@
+"""Benchmarks behind ``lipcast bench``; each prints JSON figures measured in one run."""

@@ -1,0 +1,172 @@
+"""Turning a persona's line of text into a clip: TTS, then lip-sync frames, then H.264/AAC.
+
+:class:`ClipRenderer` is what the render worker runs for each job and what ``lipcast say``
+runs once. The audio is synthesised first (eSpeak and Piper are many times faster than real
+time), then frames are rendered and fed straight into the encoder in a worker thread, so a
+long reply never holds all its frames in memory and the event loop stays free.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lipsync.avatar import Avatar, FaceGeometry, load_avatar
+from lipsync.encode import EncodeOptions, encode_mp4_bytes, encode_mp4_file
+from lipsync.errors import LipsyncError
+from lipsync.renderer import Frame, Renderer
+from personas import Persona
+from pipeline.audio import AudioChunk, concat
+from pipeline.errors import InputError, PersonaError, RenderError
+from pipeline.tts import TTS, Voice
+
+Progress = Callable[[int, int], None]  # (frames done, frames in all)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RenderedClip:
+    """A finished clip: MP4 bytes (or a file) and what it took to make it."""
+
+    mp4: bytes | None  # None when written to a file
+    path: Path | None
+    duration_s: float  # the audio's duration
+    frames: int
+    fps: int
+    timings: dict[str, float] = field(default_factory=dict)  # seconds: tts, render, encode
+
+
+def _hex(color: str) -> tuple[int, int, int]:
+    value = color.lstrip("#")
+    return (int(value[0:2], 16), int(value[2:4], 16), int(value[4:6], 16))
+
+
+def avatar_for(persona: Persona) -> Avatar:
+    """The persona's avatar with its declared geometry, or with its face detected."""
+    spec = persona.spec.avatar
+    geometry = None
+    if spec.mouth and spec.mouth_width and spec.eyes and spec.eye_size:
+        geometry = FaceGeometry(
+            mouth=(float(spec.mouth[0]), float(spec.mouth[1])),
+            mouth_width=float(spec.mouth_width),
+            eyes=(
+                (float(spec.eyes[0][0]), float(spec.eyes[0][1])),
+                (float(spec.eyes[1][0]), float(spec.eyes[1][1])),
+            ),
+            eye_size=(float(spec.eye_size[0]), float(spec.eye_size[1])),
+            skin=_hex(spec.skin) if spec.skin else None,
+            lip=_hex(spec.lip) if spec.lip else None,
+        )
+    try:
+        return load_avatar(persona.avatar_path, geometry)
+    except LipsyncError as err:
+        raise PersonaError(f"persona {persona.id!r}: {err}") from err
+
+
+class ClipRenderer:
+    """TTS → renderer → encoder for one persona line at a time."""
+
+    def __init__(
+        self,
+        *,
+        tts: TTS,
+        tts_name: str,
+        renderer: Renderer,
+        encode: EncodeOptions,
+    ) -> None:
+        self.tts = tts
+        self.tts_name = tts_name
+        self.renderer = renderer
+        self.encode = encode
+        self._avatars: dict[tuple[str, float], Avatar] = {}
+
+    def avatar(self, persona: Persona) -> Avatar:
+        """The persona's avatar, read and analysed once per file version."""
+        key = (str(persona.avatar_path), persona.avatar_path.stat().st_mtime)
+        if key not in self._avatars:
+            self._avatars[key] = avatar_for(persona)
+        return self._avatars[key]
+
+    def voice(self, persona: Persona) -> Voice:
+        return Voice(language=persona.language, name=persona.voice_for(self.tts_name))
+
+    async def speak(self, text: str, persona: Persona) -> AudioChunk:
+        """The persona's voice saying ``text``, as one piece of audio."""
+        chunks = [chunk async for chunk in self.tts.synthesize(text, self.voice(persona))]
+        audio = concat(chunks)
+        if audio.duration_s <= 0:
+            raise InputError("the text-to-speech backend produced no audio for this text")
+        return audio
+
+    async def render(
+        self,
+        text: str,
+        persona: Persona,
+        *,
+        path: Path | None = None,
+        progress: Progress | None = None,
+    ) -> RenderedClip:
+        """Render ``text`` spoken by ``persona`` to MP4 bytes, or to a fast-start file."""
+        avatar = self.avatar(persona)
+        started = time.perf_counter()
+        audio = await self.speak(text, persona)
+        tts_s = time.perf_counter() - started
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            None, self._render_sync, audio, persona, avatar, path, progress, tts_s
+        )
+
+    def _render_sync(
+        self,
+        audio: AudioChunk,
+        persona: Persona,
+        avatar: Avatar,
+        path: Path | None,
+        progress: Progress | None,
+        tts_s: float,
+    ) -> RenderedClip:
+        total = max(1, round(audio.duration_s * self.renderer.fps))
+        render_s = 0.0
+        count = 0
+
+        def frames() -> Iterator[Frame]:
+            nonlocal render_s, count
+            source = self.renderer.render(
+                audio.samples,
+                audio.sample_rate,
+                avatar,
+                background=_hex(persona.spec.avatar.background),
+            )
+            while True:
+                begun = time.perf_counter()
+                frame = next(source, None)
+                render_s += time.perf_counter() - begun
+                if frame is None:
+                    return
+                count += 1
+                if progress is not None:
+                    progress(count, total)
+                yield frame
+
+        started = time.perf_counter()
+        try:
+            if path is None:
+                data: bytes | None = encode_mp4_bytes(
+                    frames(), audio.samples, audio.sample_rate, self.encode
+                )
+            else:
+                encode_mp4_file(path, frames(), audio.samples, audio.sample_rate, self.encode)
+                data = None
+        except LipsyncError as err:
+            raise RenderError(str(err)) from err
+        elapsed = time.perf_counter() - started
+        return RenderedClip(
+            mp4=data,
+            path=path,
+            duration_s=audio.duration_s,
+            frames=count,
+            fps=self.renderer.fps,
+            timings={"tts": tts_s, "render": render_s, "encode": elapsed - render_s},
+        )
