@@ -25,6 +25,8 @@ def build_tts(settings: Settings, secrets: Secrets) -> TTS:
     if name == "openai":
         key = secrets.openai_api_key
         options["api_key"] = key.get_secret_value() if key else None
+    if name == "silero" and secrets.silero_token is not None:
+        options["token"] = secrets.silero_token.get_secret_value()
     tts: TTS = cls(**options)
     return tts
 

@@ -59,7 +59,7 @@ def read_wav(data: bytes) -> AudioChunk:
             width = wav.getsampwidth()
             rate = wav.getframerate()
             frames = wav.readframes(wav.getnframes())
-    except (wave.Error, EOFError) as err:
+    except (wave.Error, EOFError, RuntimeError) as err:  # a chunk size past the data: RuntimeError
         raise InputError(f"not a readable PCM WAV file: {err}") from err
     dtypes: dict[int, np.dtype[np.integer]] = {
         1: np.dtype(np.uint8),

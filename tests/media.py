@@ -81,7 +81,9 @@ def dark_pixels(frame: Frame, centre: tuple[float, float], width: float) -> int:
     return int((luma < 60).sum())
 
 
-def envelope(samples: npt.NDArray[np.float32], rate: int, fps: int, frames: int) -> npt.NDArray[np.float64]:
+def envelope(
+    samples: npt.NDArray[np.float32], rate: int, fps: int, frames: int
+) -> npt.NDArray[np.float64]:
     """RMS loudness of the audio over each video frame."""
     hop = rate / fps
     values = []

@@ -19,6 +19,7 @@ import numpy as np
 
 from lipcast.wiring import build_clip_renderer, persona_from_settings
 from lipsync.encode import encode_mp4_bytes
+from pipeline.audio import AudioChunk
 
 if TYPE_CHECKING:
     from lipcast.cli import Context
@@ -65,11 +66,14 @@ def run(args: argparse.Namespace, context: Context) -> dict[str, Any]:
     list(renderer.render(np.zeros(1600, np.float32), 16000, avatar, background=bg))
     prepare_s = time.perf_counter() - started
 
-    async def speak() -> Any:
+    async def speak() -> AudioChunk:
         return await clips.speak(args.text, persona)
 
-    tts_times, render_times, encode_times, total_times = [], [], [], []
-    audio = None
+    tts_times: list[float] = []
+    render_times: list[float] = []
+    encode_times: list[float] = []
+    total_times: list[float] = []
+    audio: AudioChunk | None = None
     for _ in range(args.repeat):
         started = time.perf_counter()
         audio = asyncio.run(speak())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -38,6 +39,11 @@ def _check_output(path: Path) -> None:
     folder = path.parent
     if not folder.is_dir():
         raise InputError(f"{path}: the folder {folder} does not exist")
+    try:  # find out now, not after the render, that the folder takes no files
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise InputError(f"{path}: cannot write there: {err.strerror or err}") from err
 
 
 def run(args: argparse.Namespace, context: Context) -> int:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -31,7 +31,7 @@ class TTS(abc.ABC):
     name: ClassVar[str]
 
     @abc.abstractmethod
-    def synthesize(self, text: str, voice: Voice) -> AsyncIterator[AudioChunk]:
+    def synthesize(self, text: str, voice: Voice) -> AsyncGenerator[AudioChunk, None]:
         """Speak ``text`` (one or a few sentences of plain text) with ``voice``."""
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing
