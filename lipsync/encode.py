@@ -124,6 +124,7 @@ def encode_mp4_file(
     except OSError as err:
         raise EncodeError(f"{path}: cannot write there: {err.strerror or err}") from err
     os.close(handle)
+    Path(temp_name).chmod(0o644)  # mkstemp makes files private; a clip is for sharing
     try:
         _encode(temp_name, frames, samples, sample_rate, options or EncodeOptions(), "+faststart")
         Path(temp_name).replace(path)
