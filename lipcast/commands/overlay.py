@@ -1,0 +1,249 @@
+"""``lipcast overlay``: serve the OBS overlay on its own, or control a running one.
+
+``lipcast overlay`` serves the page (the persona idles; ``--demo`` plays a demo reply whenever
+a page is open, to set up the Browser Source and its audio in OBS). ``lipcast overlay skip``
+(``clear``, ``pause``, ``resume``) controls the overlay of a running ``lipcast run`` or
+``lipcast overlay`` through its HTTP control endpoint, with the token LIPCAST_OVERLAY_TOKEN.
+
+:func:`build_server` builds the server exactly as bot.toml's ``[overlay]`` says; ``lipcast run``
+uses it too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import secrets
+import signal
+import urllib.error
+import urllib.request
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from obs_overlay.clip_store import ClipStore
+from obs_overlay.events import PageOptions
+from obs_overlay.server import CONTROL_ACTIONS, OverlayError, OverlayServer, PlaybackCallback
+from pipeline.errors import ConfigError, LipcastError, PersonaError
+
+if TYPE_CHECKING:
+    from lipcast.cli import Context
+    from lipcast.config import Secrets, Settings
+
+HELP = "serve the OBS overlay page on its own, or control a running one (skip, clear, pause…)"
+DEMO_VIEWER = "lipcast_demo"
+CONTROL_TIMEOUT_S = 5.0
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "action",
+        nargs="?",
+        default="serve",
+        choices=("serve", *CONTROL_ACTIONS),
+        help="serve the page (default), or skip the reply playing, clear the queue, "
+        "pause or resume a running overlay",
+    )
+    parser.add_argument("--host", help="address to bind or reach (default: [overlay] host)")
+    parser.add_argument("--port", type=int, help="port to bind or reach (default: [overlay] port)")
+    parser.add_argument("-p", "--persona", help="persona whose avatar idles (default: bot.toml)")
+    parser.add_argument(
+        "--demo",
+        action="store_true",
+        help="play a demo reply whenever a page is open, to set the overlay up in OBS",
+    )
+
+
+def build_server(
+    settings: Settings,
+    secrets: Secrets,
+    *,
+    idle_image: Path | None = None,
+    on_playback: PlaybackCallback | None = None,
+    host: str | None = None,
+    port: int | None = None,
+) -> OverlayServer:
+    """The overlay server as ``[overlay]`` configures it (not started).
+
+    ``idle_image`` is used when bot.toml names none (``lipcast run`` passes the persona's
+    avatar); ``host`` and ``port`` override bot.toml.
+    """
+    overlay = settings.overlay
+    token = secrets.overlay_token.get_secret_value() if secrets.overlay_token else None
+    store = ClipStore(
+        max_clips=overlay.store_max_clips,
+        max_bytes=overlay.store_max_mb * 1024 * 1024,
+        max_age_s=overlay.store_max_age_s,
+    )
+    options = PageOptions(captions=overlay.captions, banner=overlay.banner, hold_ms=overlay.hold_ms)
+    try:
+        return OverlayServer(
+            host=host or overlay.host,
+            port=port or overlay.port,
+            control_token=token,
+            store=store,
+            idle_image=overlay.idle_image or idle_image,
+            idle_video=overlay.idle_video,
+            options=options,
+            on_playback=on_playback,
+        )
+    except OverlayError as err:
+        raise ConfigError(f"{err} (check overlay.idle_image and overlay.idle_video)") from err
+
+
+def run(args: argparse.Namespace, context: Context) -> int:
+    if args.action != "serve":
+        return _control(args, context)
+    avatar = _persona_avatar(context.settings, args.persona)
+    server = build_server(
+        context.settings, context.secrets, idle_image=avatar, host=args.host, port=args.port
+    )
+    return asyncio.run(serve(server, demo=args.demo, demo_avatar=server.idle_image))
+
+
+def _persona_avatar(settings: Settings, name: str | None) -> Path | None:
+    from lipcast.wiring import persona_from_settings
+
+    try:
+        return persona_from_settings(settings, name).avatar_path
+    except PersonaError:
+        if name is not None:
+            raise
+        log.warning("the default persona cannot be loaded: the overlay idles without an avatar")
+        return None
+
+
+async def serve(
+    server: OverlayServer,
+    *,
+    demo: bool = False,
+    demo_avatar: Path | None = None,
+    stop: asyncio.Event | None = None,
+) -> int:
+    """Run ``server`` until ``stop`` is set (or SIGINT / SIGTERM); returns the exit code."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        # Not available off the main thread or on Windows; Ctrl+C still ends the process there.
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(signum, stop.set)
+    await server.start()
+    print(f"lipcast overlay on {server.url}")
+    print(
+        "  OBS: Sources > + > Browser, URL as above, width and height of your clips "
+        "([render] size), tick 'Control audio via OBS'. Ctrl+C stops."
+    )
+    if not server.control_enabled:
+        print("  Control (skip, clear, pause) is off: set LIPCAST_OVERLAY_TOKEN to enable it.")
+    demo_task = None
+    if demo:
+        demo_task = asyncio.create_task(
+            play_demo(server, avatar=demo_avatar, stop=stop), name="overlay-demo"
+        )
+    try:
+        await stop.wait()
+    finally:
+        if demo_task is not None:
+            demo_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await demo_task
+        await server.stop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.remove_signal_handler(signum)
+    return 0
+
+
+async def play_demo(
+    server: OverlayServer,
+    *,
+    avatar: Path | None,
+    stop: asyncio.Event,
+    pause_s: float = 4.0,
+) -> None:
+    """Publish the demo reply whenever a page is open and the queue is empty, until ``stop``."""
+    from obs_overlay.demo import demo_reply
+
+    loop = asyncio.get_running_loop()
+    clips = await loop.run_in_executor(None, partial(demo_reply, avatar_path=avatar))
+    run_id = secrets.token_hex(3)  # turn ids must differ from the last run's (pages remember)
+    number = 0
+    while not stop.is_set():
+        if server.connected_pages == 0 or server.queue_length:
+            await asyncio.sleep(0.5)
+            continue
+        number += 1
+        turn_id = f"demo-{run_id}-{number}"
+        await server.turn_started(turn_id, viewer=DEMO_VIEWER)
+        for seq, clip in enumerate(clips):
+            await server.publish_clip(
+                turn_id=turn_id,
+                seq=seq,
+                mp4=clip.mp4,
+                caption=clip.caption,
+                viewer=DEMO_VIEWER,
+                duration_s=clip.duration_s,
+            )
+        await server.turn_ended(turn_id)
+        await server.wait_drained()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), pause_s)
+
+
+def control_url(host: str, port: int, action: str) -> str:
+    """The control endpoint of an overlay listening on ``host``:``port``."""
+    if host in ("", "0.0.0.0", "::"):
+        host = "127.0.0.1"
+    elif ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}/control/{action}"
+
+
+def send_control(url: str, token: str, *, timeout: float = CONTROL_TIMEOUT_S) -> dict[str, Any]:
+    """POST one control action; returns the server's JSON answer or raises LipcastError."""
+    request = urllib.request.Request(
+        url, method="POST", data=b"", headers={"Authorization": f"Bearer {token}"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            answer: dict[str, Any] = json.loads(response.read().decode("utf-8"))
+            return answer
+    except urllib.error.HTTPError as err:
+        if err.code == 401:
+            raise LipcastError(
+                f"{url}: the overlay refused the token: LIPCAST_OVERLAY_TOKEN must be the value "
+                "the running lipcast was started with"
+            ) from err
+        if err.code == 403:
+            raise LipcastError(
+                f"{url}: control is disabled on the running overlay: start it with "
+                "LIPCAST_OVERLAY_TOKEN set"
+            ) from err
+        raise LipcastError(f"{url}: the overlay answered HTTP {err.code}") from err
+    except (urllib.error.URLError, OSError) as err:
+        failure = LipcastError(
+            f"{url}: no overlay answers there ({getattr(err, 'reason', err)}); is lipcast "
+            "running, and are [overlay] host and port (or --host, --port) right?"
+        )
+        failure.transient = True
+        raise failure from err
+
+
+def _control(args: argparse.Namespace, context: Context) -> int:
+    token = context.secrets.overlay_token
+    if token is None or not token.get_secret_value():
+        raise ConfigError(
+            "controlling the overlay needs its token: set LIPCAST_OVERLAY_TOKEN (in the "
+            "environment or .env) to the value the running lipcast uses"
+        )
+    overlay = context.settings.overlay
+    url = control_url(args.host or overlay.host, args.port or overlay.port, args.action)
+    answer = send_control(url, token.get_secret_value())
+    details = ", ".join(f"{key} {value}" for key, value in answer.items() if key != "ok")
+    print(f"overlay: {details}")
+    return 0

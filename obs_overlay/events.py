@@ -1,0 +1,157 @@
+"""The overlay's WebSocket protocol (version :data:`PROTOCOL`): events to the page, reports back.
+
+Every message is one JSON object with a ``type``. The server sends (``/ws``):
+
+``hello``
+    first message of a connection: ``protocol``, ``assets`` (a hash of the page's files; a page
+    built from other files reloads itself), ``instance`` (changes on every server start),
+    ``paused``, ``idle`` (``{"image": url | null, "video": url | null}``), ``options``
+    (``captions``, ``banner``, ``hold_ms``). It is followed by a ``clip`` event for every clip
+    still waiting to be shown and a ``queue`` event.
+``turn_started`` / ``turn_ended``
+    ``turn_id``, ``viewer``; ``turn_ended`` means no more clips will come for that turn.
+``clip``
+    a clip is ready: ``clip_id``, ``turn_id``, ``seq`` (order within its turn), ``order``
+    (global order on this server), ``url``, ``caption``, ``viewer``, ``duration_s``.
+    The page plays clips in the order it receives them and never plays one ``(turn_id, seq)``
+    twice.
+``skip``
+    stop and drop the clips of ``turn_id`` (the one playing when null).
+``clear`` / ``pause`` / ``resume``
+    drop everything and go idle; hold playback; continue it.
+``queue``
+    ``replies_waiting`` (replies not yet begun), ``clips`` (clips not yet played to the end).
+
+The page reports (all with ``clip_id``): ``started`` (the clip is playing), ``ended`` (played
+to the end, or had been played before a reconnect), ``skipped`` (dropped by skip or clear),
+``failed`` (could not be loaded or played; ``reason``). Reports are advisory: the server
+validates them with :func:`parse_report` and ignores anything malformed.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar, Literal, cast
+
+PROTOCOL = 1
+
+ReportKind = Literal["started", "ended", "skipped", "failed"]
+REPORT_KINDS: frozenset[str] = frozenset({"started", "ended", "skipped", "failed"})
+_MAX_REPORT_CHARS = 2000
+
+
+@dataclass(frozen=True, kw_only=True)
+class Event:
+    """Base of the server-to-page events; ``to_json`` adds the ``type``."""
+
+    type: ClassVar[str]
+
+    def to_json(self) -> str:
+        return json.dumps({"type": self.type, **asdict(self)}, ensure_ascii=False)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PageOptions:
+    """How the page presents replies (sent in ``hello``)."""
+
+    captions: bool = True  # show each clip's caption
+    banner: bool = True  # show "answering @viewer" and the number of replies waiting
+    hold_ms: int = 1500  # keep the last frame this long while the turn's next clip renders
+
+
+@dataclass(frozen=True, kw_only=True)
+class Hello(Event):
+    type: ClassVar[str] = "hello"
+    protocol: int = PROTOCOL
+    assets: str
+    instance: str
+    paused: bool
+    idle: dict[str, str | None]
+    options: PageOptions = field(default_factory=PageOptions)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TurnStarted(Event):
+    type: ClassVar[str] = "turn_started"
+    turn_id: str
+    viewer: str | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class TurnEnded(Event):
+    type: ClassVar[str] = "turn_ended"
+    turn_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClipReady(Event):
+    type: ClassVar[str] = "clip"
+    clip_id: str
+    turn_id: str
+    seq: int
+    order: int
+    url: str
+    caption: str
+    viewer: str | None
+    duration_s: float | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Skip(Event):
+    type: ClassVar[str] = "skip"
+    turn_id: str | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Clear(Event):
+    type: ClassVar[str] = "clear"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Pause(Event):
+    type: ClassVar[str] = "pause"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Resume(Event):
+    type: ClassVar[str] = "resume"
+
+
+@dataclass(frozen=True, kw_only=True)
+class QueueState(Event):
+    type: ClassVar[str] = "queue"
+    replies_waiting: int
+    clips: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class PlaybackReport:
+    """What a page reported about one clip.
+
+    ``at`` is the server's monotonic clock when the report arrived; ``turn_id`` and ``seq`` are
+    filled in by the server from the clip it published.
+    """
+
+    kind: ReportKind
+    clip_id: str
+    reason: str = ""
+    at: float = 0.0
+    turn_id: str = ""
+    seq: int = -1
+
+
+def parse_report(text: str, *, at: float) -> PlaybackReport | None:
+    """Validate one page-to-server message; None when it is not a well-formed report."""
+    if len(text) > _MAX_REPORT_CHARS:
+        return None
+    try:
+        raw: Any = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(raw, dict):
+        return None
+    kind, clip_id, reason = raw.get("type"), raw.get("clip_id"), raw.get("reason", "")
+    if kind not in REPORT_KINDS or not isinstance(clip_id, str) or not isinstance(reason, str):
+        return None
+    return PlaybackReport(kind=cast(ReportKind, kind), clip_id=clip_id, reason=reason[:200], at=at)
