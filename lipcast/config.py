@@ -21,6 +21,7 @@ from pydantic import (
     SecretStr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from pipeline.errors import ConfigError
@@ -39,6 +40,7 @@ SECRET_VARIABLES: dict[str, str] = {
     "silero_token": "SILERO_API_TOKEN",
 }
 _SECRET_LOOKING_KEYS = ("api_key", "apikey", "token", "password", "secret")
+_NOT_SECRET_KEYS = frozenset({"max_tokens"})  # look like secrets, are not
 
 
 class _Section(BaseModel):
@@ -98,12 +100,160 @@ class LimitsSettings(_Section):
     max_text_chars: int = Field(default=2000, ge=10, le=20000)  # longest text `say` renders
 
 
+class OverlaySettings(_Section):
+    """The OBS browser-source overlay; its control token is LIPCAST_OVERLAY_TOKEN."""
+
+    enabled: bool = True  # `lipcast run` serves the overlay
+    host: str = "127.0.0.1"  # bind address; a non-loopback one shows page and clips to the network
+    port: int = Field(default=8765, ge=1, le=65535)
+    idle_image: Path | None = None  # shown between replies; default: the persona's avatar
+    idle_video: Path | None = None  # a muted idle loop (.mp4/.webm) instead of the image
+    captions: bool = True  # show each sentence's caption
+    banner: bool = True  # show "answering @viewer" and how many replies wait
+    hold_ms: int = Field(default=1500, ge=0, le=10000)  # hold the last frame for the next sentence
+    store_max_clips: int = Field(default=64, ge=4, le=10000)  # clips kept in memory at most
+    store_max_mb: int = Field(default=256, ge=8, le=16384)  # megabytes of clips kept at most
+    store_max_age_s: float = Field(default=600.0, ge=10, le=86400)  # older clips are dropped
+
+    @field_validator("host")
+    @classmethod
+    def _check_host(cls, value: str) -> str:
+        if not value or any(ch.isspace() or ch in "/[]" for ch in value):
+            raise ValueError("expected an IP address or host name such as '127.0.0.1'")
+        return value
+
+
+class QueueSettings(_Section):
+    """The job queue between the conversation pipeline and the render workers."""
+
+    # "memory": one process renders its own replies; "rabbitmq": a shared work queue that
+    # `lipcast worker` processes on any machine consume.
+    backend: Literal["memory", "rabbitmq"] = "memory"
+    # The broker, without a password. LIPCAST_AMQP_URL (with the password) wins when set.
+    url: str = "amqp://guest@127.0.0.1:5672/"
+    name: str = Field(default="lipcast.render", pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,200}$")
+    max_length: int = Field(default=100, ge=1, le=100_000)  # waiting jobs before "busy"
+    max_priority: int = Field(default=9, ge=1, le=9)  # RabbitMQ x-max-priority; jobs use 0-9
+    max_attempts: int = Field(default=3, ge=1, le=20)  # deliveries before a job is poison
+    result_timeout_s: float = Field(default=30.0, gt=0, le=600)  # longest wait for a result part
+    dead_letter_max_length: int = Field(default=10_000, ge=1, le=1_000_000)
+    reconnect_interval_s: float = Field(default=1.0, gt=0, le=60)
+    connect_timeout_s: float = Field(default=10.0, gt=0, le=120)
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        if not value.startswith(("amqp://", "amqps://")):
+            raise ValueError(
+                "expected an amqp:// or amqps:// URL such as 'amqp://guest@host:5672/'"
+            )
+        return value
+
+    def broker_url(self, secrets: Secrets) -> str:
+        """The URL to connect to: LIPCAST_AMQP_URL when set, else ``url``."""
+        if secrets.amqp_url is not None and secrets.amqp_url.get_secret_value():
+            return secrets.amqp_url.get_secret_value()
+        return self.url
+
+
+class WorkerSettings(_Section):
+    """A render worker: `lipcast worker`, or the in-process workers of the memory backend."""
+
+    prefetch: int = Field(default=1, ge=1, le=1000)  # jobs a worker holds unacknowledged
+    concurrency: int = Field(default=1, ge=1, le=64)  # jobs one worker renders at once
+
+
+class LLMSettings(_Section):
+    """The language model that writes the persona's replies (``none``: chat is read aloud)."""
+
+    backend: Literal["none", "openai"] = "none"  # "openai": OpenAI or a compatible server
+    base_url: str = "https://api.openai.com/v1"  # e.g. http://127.0.0.1:11434/v1 for Ollama
+    model: str = "gpt-4o-mini"  # the one default; a persona's [llm] model wins
+    temperature: float = Field(default=0.8, ge=0.0, le=2.0)
+    max_tokens: int = Field(default=200, ge=16, le=8192)  # longest reply, in tokens
+    timeout_s: float = Field(default=15.0, gt=0, le=300)  # longest silence from the server
+    retries: int = Field(default=2, ge=0, le=10)  # after a 429, 5xx, timeout or dropped stream
+    fallback_line: str = Field(default="", max_length=300)  # "": a line in the persona's language
+
+    @field_validator("base_url")
+    @classmethod
+    def _check_base_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(
+                "expected an http:// or https:// URL such as 'http://127.0.0.1:11434/v1'"
+            )
+        return value
+
+
+class ChatSettings(_Section):
+    """Which chat messages the persona answers, and how its turns run."""
+
+    max_chars: int = Field(default=300, ge=20, le=4000)  # longer messages are cut (or refused)
+    too_long: Literal["truncate", "reject"] = "truncate"
+    user_cooldown_s: float = Field(default=10.0, ge=0, le=3600)  # per viewer, between answers
+    global_per_minute: int = Field(default=20, ge=1, le=1000)  # answers a minute, all viewers
+    duplicate_window_s: float = Field(default=60.0, ge=0, le=86400)  # same text again: ignored
+    blocked_users: list[str] = Field(default_factory=list)  # never answered (e.g. other bots)
+    blocked_words: list[str] = Field(default_factory=list)  # messages holding one are ignored
+    moderators_exempt: bool = True  # moderators skip cooldown, rate and duplicate checks
+    deadline_s: float = Field(default=20.0, gt=0, le=600)  # a reply starting later is dropped
+    max_pending: int = Field(default=5, ge=1, le=100)  # messages waiting; more are "busy"
+    read_aloud_names: bool = True  # read-aloud mode says who wrote the message
+    sentence_min_chars: int = Field(default=12, ge=0, le=200)  # shorter ones join the next
+    sentence_soft_max_chars: int = Field(default=160, ge=40, le=1000)  # then cut at a comma
+    sentence_hard_max_chars: int = Field(default=260, ge=60, le=2000)  # then cut at a space
+    # A reply's first sentence is cut at a comma past this: the viewer waits for it.
+    first_sentence_soft_max_chars: int = Field(default=60, ge=20, le=1000)
+
+    @model_validator(mode="after")
+    def _check_sentence_lengths(self) -> ChatSettings:
+        low = min(self.sentence_soft_max_chars, self.first_sentence_soft_max_chars)
+        if not (
+            self.sentence_min_chars < low
+            and self.sentence_soft_max_chars <= self.sentence_hard_max_chars
+        ):
+            raise ValueError(
+                "expected sentence_min_chars < sentence_soft_max_chars (and "
+                "first_sentence_soft_max_chars), and sentence_soft_max_chars <= "
+                "sentence_hard_max_chars"
+            )
+        return self
+
+
+class MemorySettings(_Section):
+    """What the persona remembers of each viewer (SQLite; `lipcast forget` erases a viewer)."""
+
+    enabled: bool = True
+    path: Path = Path("lipcast-memory.sqlite3")
+    budget_chars: int = Field(default=2000, ge=100, le=100_000)  # history kept per viewer
+    max_viewers: int = Field(default=10_000, ge=1, le=10_000_000)  # the longest unseen go first
+
+
+class SafetySettings(_Section):
+    """On-air safety: what the persona must never say, and an optional moderation service."""
+
+    blocked_phrases: list[str] = Field(default_factory=list)  # added to the persona's own
+    moderation: bool = False  # check messages with the OpenAI moderation endpoint
+    moderation_base_url: str = "https://api.openai.com/v1"
+    moderation_model: str = "omni-moderation-latest"
+    moderation_timeout_s: float = Field(default=5.0, gt=0, le=60)
+    moderate_replies: bool = False  # also check every reply sentence (adds latency)
+    moderation_fail_closed: bool = True  # moderation unreachable: the message is not answered
+
+
 class Settings(_Section):
     persona: PersonaSettings = PersonaSettings()
     tts: TTSSettings = TTSSettings()
     render: RenderSettings = RenderSettings()
     output: OutputSettings = OutputSettings()
     limits: LimitsSettings = LimitsSettings()
+    overlay: OverlaySettings = OverlaySettings()
+    queue: QueueSettings = QueueSettings()
+    worker: WorkerSettings = WorkerSettings()
+    llm: LLMSettings = LLMSettings()
+    chat: ChatSettings = ChatSettings()
+    memory: MemorySettings = MemorySettings()
+    safety: SafetySettings = SafetySettings()
 
     @field_validator("persona")
     @classmethod
@@ -136,13 +286,25 @@ class Secrets(BaseModel):
         return found
 
 
+def _looks_secret(key: str, value: object) -> bool:
+    """A key named like a secret, or a URL with a password in it (amqp://user:pass@host)."""
+    name = key.lower().replace("-", "_")
+    if name not in _NOT_SECRET_KEYS and any(word in name for word in _SECRET_LOOKING_KEYS):
+        return True
+    if not isinstance(value, str):
+        return False
+    scheme, sep, rest = value.partition("://")
+    userinfo = rest.split("/", 1)[0].rpartition("@")[0]
+    return bool(sep and scheme.isalnum() and ":" in userinfo)
+
+
 def _find_secret_keys(raw: dict[str, Any], prefix: str = "") -> list[str]:
     hits = []
     for key, value in raw.items():
         path = f"{prefix}{key}"
         if isinstance(value, dict):
             hits.extend(_find_secret_keys(value, path + "."))
-        elif any(word in key.lower().replace("-", "_") for word in _SECRET_LOOKING_KEYS):
+        elif _looks_secret(key, value):
             hits.append(path)
     return hits
 

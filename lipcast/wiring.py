@@ -13,7 +13,7 @@ from lipsync.encode import EncodeOptions
 from lipsync.renderer import Renderer
 from personas import Persona, load_persona
 from pipeline.backends import load_backend
-from pipeline.render import ClipRenderer
+from pipeline.render import ClipRenderer, RenderJobHandler
 from pipeline.tts import TTS, TTS_BACKENDS
 
 
@@ -62,3 +62,12 @@ def persona_from_settings(
         language=language or settings.persona.language,
         search_dirs=list(settings.persona.dirs),
     )
+
+
+def build_job_handler(settings: Settings, secrets: Secrets) -> RenderJobHandler:
+    """The render worker's handler: the configured TTS, renderer and encoder, per job."""
+
+    def load(name: str, language: str | None) -> Persona:
+        return persona_from_settings(settings, name, language)
+
+    return RenderJobHandler(build_clip_renderer(settings, secrets), load)

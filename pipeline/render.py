@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +22,8 @@ from personas import Persona
 from pipeline.audio import AudioChunk, concat
 from pipeline.errors import InputError, PersonaError, RenderError
 from pipeline.tts import TTS, Voice
+from pipeline.wire import RenderJob
+from pipeline.worker import ResultChunk
 
 Progress = Callable[[int, int], None]  # (frames done, frames in all)
 
@@ -170,3 +172,36 @@ class ClipRenderer:
             fps=self.renderer.fps,
             timings={"tts": tts_s, "render": render_s, "encode": elapsed - render_s},
         )
+
+
+PersonaLoader = Callable[[str, str | None], Persona]  # (persona id, language) -> persona
+
+
+class RenderJobHandler:
+    """The render worker's job handler: one :class:`RenderJob` in, one MP4 clip out.
+
+    Personas are loaded once per (id, language) and kept; the clip renderer keeps each
+    persona's prepared avatar, so a worker pays for avatar preparation once.
+    """
+
+    def __init__(self, clips: ClipRenderer, load_persona: PersonaLoader) -> None:
+        self._clips = clips
+        self._load_persona = load_persona
+        self._personas: dict[tuple[str, str | None], Persona] = {}
+
+    def persona(self, name: str, language: str | None) -> Persona:
+        key = (name, language)
+        if key not in self._personas:
+            self._personas[key] = self._load_persona(name, language)
+        return self._personas[key]
+
+    async def handle(self, job: RenderJob) -> AsyncIterator[ResultChunk]:
+        persona = self.persona(job.persona, job.language)
+        clip = await self._clips.render(job.text, persona)
+        assert clip.mp4 is not None  # rendered to bytes, not to a file
+        yield ResultChunk(
+            media=clip.mp4, duration_s=clip.duration_s, timings=dict(clip.timings), last=True
+        )
+
+    async def aclose(self) -> None:
+        await self._clips.tts.aclose()

@@ -11,4 +11,6 @@ COMMANDS: dict[str, str] = {
     "personas": "lipcast.commands.personas",
     "doctor": "lipcast.commands.doctor",
     "bench": "lipcast.commands.bench",
+    "worker": "lipcast.commands.worker",
+    "overlay": "lipcast.commands.overlay",
 }

@@ -1,0 +1,127 @@
+"""``lipcast worker``: render jobs from the shared RabbitMQ work queue.
+
+Run one per render machine (or per GPU). It takes jobs from ``[queue] name`` on the broker,
+renders them with the configured TTS and renderer, and streams each clip back to whichever
+``lipcast run`` asked for it. SIGTERM or Ctrl-C stops taking jobs, finishes the job in
+progress and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from typing import TYPE_CHECKING
+
+from lipcast.config import Secrets, Settings
+from pipeline.errors import ConfigError
+from pipeline.job_queue import JobQueue, QueueOptions, open_job_queue
+from pipeline.job_queue.rabbitmq import safe_url
+from pipeline.worker import JobHandler, WorkerStats, default_worker_id, serve
+
+if TYPE_CHECKING:
+    from lipcast.cli import Context
+
+HELP = "render jobs from the shared RabbitMQ queue (run one per render machine)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--prefetch", type=int, help="jobs held unacknowledged at once (default: [worker] prefetch)"
+    )
+    parser.add_argument(
+        "--concurrency", type=int, help="jobs rendered at once (default: [worker] concurrency)"
+    )
+    parser.add_argument("--queue", help="work queue to serve (default: [queue] name)")
+
+
+def job_queue_options(
+    settings: Settings, secrets: Secrets, *, connection_name: str, name: str | None = None
+) -> QueueOptions:
+    """Queue options from ``[queue]``, with the broker URL from LIPCAST_AMQP_URL when set."""
+    queue = settings.queue
+    return QueueOptions(
+        url=queue.broker_url(secrets),
+        name=name or queue.name,
+        max_length=queue.max_length,
+        max_priority=queue.max_priority,
+        max_attempts=queue.max_attempts,
+        result_timeout_s=queue.result_timeout_s,
+        dead_letter_max_length=queue.dead_letter_max_length,
+        reconnect_interval_s=queue.reconnect_interval_s,
+        connect_timeout_s=queue.connect_timeout_s,
+        connection_name=connection_name,
+    )
+
+
+def build_job_queue(
+    settings: Settings, secrets: Secrets, *, connection_name: str = "lipcast"
+) -> JobQueue:
+    """The job queue ``[queue] backend`` names, not yet started."""
+    options = job_queue_options(settings, secrets, connection_name=connection_name)
+    return open_job_queue(settings.queue.backend, options)
+
+
+def _check_positive(value: int | None, flag: str) -> None:
+    if value is not None and value < 1:
+        raise ConfigError(f"{flag} = {value}: expected a whole number of at least 1")
+
+
+def run(args: argparse.Namespace, context: Context) -> int:
+    settings = context.settings
+    if settings.queue.backend != "rabbitmq":
+        raise ConfigError(
+            f'[queue] backend = "{settings.queue.backend}": lipcast worker serves a shared '
+            'RabbitMQ queue. Set backend = "rabbitmq" in bot.toml on this machine and on the one '
+            "running the adapters (broker URL in [queue] url, or LIPCAST_AMQP_URL with password)"
+        )
+    _check_positive(args.prefetch, "--prefetch")
+    _check_positive(args.concurrency, "--concurrency")
+    from lipcast.wiring import build_job_handler
+
+    handler: JobHandler = build_job_handler(settings, context.secrets)
+    return asyncio.run(_work(args, context, handler))
+
+
+async def _work(args: argparse.Namespace, context: Context, handler: JobHandler) -> int:
+    settings = context.settings
+    worker_id = default_worker_id()
+    options = job_queue_options(
+        settings, context.secrets, connection_name=f"lipcast worker {worker_id}", name=args.queue
+    )
+    prefetch = args.prefetch or settings.worker.prefetch
+    concurrency = args.concurrency or settings.worker.concurrency
+    queue = open_job_queue("rabbitmq", options)
+    try:
+        await queue.start()
+
+        def ready() -> None:
+            print(
+                f"lipcast worker {worker_id}: serving {options.name!r} at "
+                f"{safe_url(options.url)} (prefetch {prefetch}, concurrency {concurrency}); "
+                "SIGTERM or Ctrl-C stops after the job in progress",
+                file=sys.stderr,
+                flush=True,
+            )
+
+        stats = await serve(
+            queue,
+            handler,
+            prefetch=prefetch,
+            concurrency=concurrency,
+            worker_id=worker_id,
+            on_ready=ready,
+        )
+    finally:
+        await queue.close()
+        await handler.aclose()
+    print(f"lipcast worker {worker_id}: stopped; {_summary(stats)}", file=sys.stderr)
+    return 0
+
+
+def _summary(stats: WorkerStats) -> str:
+    return (
+        f"jobs: {stats.done} done, {stats.expired} expired, {stats.failed} failed, "
+        f"{stats.retried} retried, {stats.poisoned} poison, {stats.abandoned} abandoned, "
+        f"{stats.lost} cut off by a lost connection"
+    )

@@ -1,0 +1,1 @@
+"""Helpers for the job-queue tests: backends behind one harness, worker processes."""

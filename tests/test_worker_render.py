@@ -1,0 +1,37 @@
+"""The real render handler behind the job queue: a sentence goes in, a playable clip comes out."""
+
+from __future__ import annotations
+
+import pytest
+
+from lipcast.config import Settings, load_secrets
+from lipcast.wiring import build_job_handler
+from pipeline.job_queue import JobFailedError
+from tests.media import probe
+from tests.queue_support.harness import BACKENDS, make_job, open_transport, running_worker
+
+pytestmark = pytest.mark.parametrize("backend", BACKENDS)
+
+
+async def test_a_sentence_job_comes_back_as_an_h264_aac_clip(backend: str) -> None:
+    handler = build_job_handler(Settings(), load_secrets(None))
+    job = make_job("Bonjour à tous, bienvenue !").model_copy(
+        update={"persona": "teacher", "language": "fr"}
+    )
+    async with open_transport(backend) as t, running_worker(t.worker_queue, handler):
+        parts = await (await t.requester.submit(job)).collect()
+    clip = b"".join(part.media for part in parts)
+    info = probe(clip)
+    assert (info.video_codec, info.audio_codec) == ("h264", "aac")
+    assert abs(info.video_seconds - info.audio_seconds) <= 1 / 25
+    assert abs(parts[-1].duration_s - info.audio_seconds) <= 1 / 25
+    assert {"tts", "render", "encode", "queue_wait"} <= set(parts[-1].timings)
+
+
+async def test_an_unknown_persona_fails_the_job_with_its_reason(backend: str) -> None:
+    handler = build_job_handler(Settings(), load_secrets(None))
+    job = make_job("hello").model_copy(update={"persona": "nobody"})
+    async with open_transport(backend) as t, running_worker(t.worker_queue, handler):
+        stream = await t.requester.submit(job)
+        with pytest.raises(JobFailedError, match="unknown persona 'nobody'"):
+            await stream.collect()
