@@ -6,13 +6,19 @@ receives ready objects.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from lipcast.config import Secrets, Settings
 from lipsync.encode import EncodeOptions
 from lipsync.renderer import Renderer
+from obs_overlay.clip_store import ClipStore
+from obs_overlay.events import PageOptions
+from obs_overlay.server import OverlayError, OverlayServer, PlaybackCallback
 from personas import Persona, load_persona
 from pipeline.backends import load_backend
+from pipeline.errors import ConfigError
+from pipeline.job_queue import JobQueue, QueueOptions, open_job_queue
 from pipeline.render import ClipRenderer, RenderJobHandler
 from pipeline.tts import TTS, TTS_BACKENDS
 
@@ -71,3 +77,67 @@ def build_job_handler(settings: Settings, secrets: Secrets) -> RenderJobHandler:
         return persona_from_settings(settings, name, language)
 
     return RenderJobHandler(build_clip_renderer(settings, secrets), load)
+
+
+def job_queue_options(
+    settings: Settings, secrets: Secrets, *, connection_name: str, name: str | None = None
+) -> QueueOptions:
+    """Queue options from ``[queue]``, with the broker URL from LIPCAST_AMQP_URL when set."""
+    queue = settings.queue
+    return QueueOptions(
+        url=queue.broker_url(secrets),
+        name=name or queue.name,
+        max_length=queue.max_length,
+        max_priority=queue.max_priority,
+        max_attempts=queue.max_attempts,
+        result_timeout_s=queue.result_timeout_s,
+        dead_letter_max_length=queue.dead_letter_max_length,
+        reconnect_interval_s=queue.reconnect_interval_s,
+        connect_timeout_s=queue.connect_timeout_s,
+        connection_name=connection_name,
+    )
+
+
+def build_job_queue(
+    settings: Settings, secrets: Secrets, *, connection_name: str = "lipcast"
+) -> JobQueue:
+    """The job queue ``[queue] backend`` names, not yet started."""
+    options = job_queue_options(settings, secrets, connection_name=connection_name)
+    return open_job_queue(settings.queue.backend, options)
+
+
+def build_overlay_server(
+    settings: Settings,
+    secrets: Secrets,
+    *,
+    idle_image: Path | None = None,
+    on_playback: PlaybackCallback | None = None,
+    host: str | None = None,
+    port: int | None = None,
+) -> OverlayServer:
+    """The overlay server as ``[overlay]`` configures it (not started).
+
+    ``idle_image`` is used when bot.toml names none (``lipcast run`` passes the persona's
+    avatar); ``host`` and ``port`` override bot.toml.
+    """
+    overlay = settings.overlay
+    token = secrets.overlay_token.get_secret_value() if secrets.overlay_token else None
+    store = ClipStore(
+        max_clips=overlay.store_max_clips,
+        max_bytes=overlay.store_max_mb * 1024 * 1024,
+        max_age_s=overlay.store_max_age_s,
+    )
+    options = PageOptions(captions=overlay.captions, banner=overlay.banner, hold_ms=overlay.hold_ms)
+    try:
+        return OverlayServer(
+            host=host or overlay.host,
+            port=port or overlay.port,
+            control_token=token,
+            store=store,
+            idle_image=overlay.idle_image or idle_image,
+            idle_video=overlay.idle_video,
+            options=options,
+            on_playback=on_playback,
+        )
+    except OverlayError as err:
+        raise ConfigError(f"{err} (check overlay.idle_image and overlay.idle_video)") from err

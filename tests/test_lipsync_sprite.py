@@ -34,7 +34,9 @@ async def speech_with_pauses() -> AudioChunk:
     for sentence in sentences:
         spoken = concat([c async for c in tts.synthesize(sentence, Voice(language="en"))])
         rate = spoken.sample_rate
-        parts.append(AudioChunk(samples=np.zeros(int(PAUSE_S * rate), np.float32), sample_rate=rate))
+        parts.append(
+            AudioChunk(samples=np.zeros(int(PAUSE_S * rate), np.float32), sample_rate=rate)
+        )
         parts.append(spoken)
     parts.append(AudioChunk(samples=np.zeros(int(PAUSE_S * rate), np.float32), sample_rate=rate))
     await tts.aclose()

@@ -23,6 +23,7 @@ from lipcast.cli import Context
 from lipcast.commands import COMMANDS
 from lipcast.commands import overlay as overlay_command
 from lipcast.config import Secrets, Settings, parse_settings
+from lipcast.wiring import build_overlay_server
 from obs_overlay.clip_store import ClipStore
 from obs_overlay.events import PROTOCOL, PlaybackReport
 from obs_overlay.server import OverlayError, OverlayServer, is_loopback_host
@@ -285,7 +286,7 @@ async def test_binds_loopback_by_default() -> None:
         assert server.addresses and all(host == "127.0.0.1" for host, _ in server.addresses)
     settings = Settings()
     assert settings.overlay.host == "127.0.0.1"
-    async with overlay_command.build_server(settings, Secrets(), port=0) as server:
+    async with build_overlay_server(settings, Secrets(), port=0) as server:
         assert [host for host, _ in server.addresses] == ["127.0.0.1"]
         assert is_loopback_host(server.host)
         assert server.url == f"http://127.0.0.1:{server.port}/"
@@ -293,7 +294,7 @@ async def test_binds_loopback_by_default() -> None:
 
 async def test_binds_elsewhere_only_when_configured(caplog: pytest.LogCaptureFixture) -> None:
     settings = parse_settings({"overlay": {"host": "0.0.0.0"}}, source="bot.toml")
-    async with overlay_command.build_server(settings, Secrets(), port=0) as server:
+    async with build_overlay_server(settings, Secrets(), port=0) as server:
         assert [host for host, _ in server.addresses] == ["0.0.0.0"]
         assert server.url.startswith("http://127.0.0.1:")
     assert "other machines can open the page" in caplog.text
@@ -328,7 +329,7 @@ def test_bad_idle_media_names_the_setting(tmp_path: Path) -> None:
         {"overlay": {"idle_image": str(tmp_path / "missing.png")}}, source="bot.toml"
     )
     with pytest.raises(ConfigError, match=r"overlay\.idle_image"):
-        overlay_command.build_server(settings, Secrets())
+        build_overlay_server(settings, Secrets())
     (tmp_path / "idle.txt").write_text("not an image")
     with pytest.raises(OverlayError, match="idle image"):
         OverlayServer(idle_image=tmp_path / "idle.txt")

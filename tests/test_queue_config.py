@@ -10,8 +10,8 @@ import pytest
 from pydantic import SecretStr
 
 from lipcast.commands import COMMANDS
-from lipcast.commands.worker import build_job_queue, job_queue_options
 from lipcast.config import Secrets, parse_settings
+from lipcast.wiring import build_job_queue, job_queue_options
 from pipeline.errors import ConfigError
 from pipeline.job_queue.memory import MemoryJobQueue
 from pipeline.job_queue.rabbitmq import RabbitJobQueue

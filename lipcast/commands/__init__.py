@@ -13,4 +13,6 @@ COMMANDS: dict[str, str] = {
     "bench": "lipcast.commands.bench",
     "worker": "lipcast.commands.worker",
     "overlay": "lipcast.commands.overlay",
+    "run": "lipcast.commands.run",
+    "forget": "lipcast.commands.forget",
 }

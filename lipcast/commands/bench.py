@@ -20,6 +20,7 @@ HELP = "measure speed (render, queue, turn) and print JSON"
 BENCHMARKS: dict[str, str] = {
     "render": "lipcast.benchmarks.render",
     "queue": "lipcast.benchmarks.queue",
+    "turn": "lipcast.benchmarks.turn",
 }
 
 

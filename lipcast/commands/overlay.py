@@ -5,8 +5,8 @@ a page is open, to set up the Browser Source and its audio in OBS). ``lipcast ov
 (``clear``, ``pause``, ``resume``) controls the overlay of a running ``lipcast run`` or
 ``lipcast overlay`` through its HTTP control endpoint, with the token LIPCAST_OVERLAY_TOKEN.
 
-:func:`build_server` builds the server exactly as bot.toml's ``[overlay]`` says; ``lipcast run``
-uses it too.
+:func:`lipcast.wiring.build_overlay_server` builds the server exactly as bot.toml's
+``[overlay]`` says; ``lipcast run`` uses it too.
 """
 
 from __future__ import annotations
@@ -24,14 +24,13 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from obs_overlay.clip_store import ClipStore
-from obs_overlay.events import PageOptions
-from obs_overlay.server import CONTROL_ACTIONS, OverlayError, OverlayServer, PlaybackCallback
+from lipcast.wiring import build_overlay_server
+from obs_overlay.server import CONTROL_ACTIONS, OverlayServer
 from pipeline.errors import ConfigError, LipcastError, PersonaError
 
 if TYPE_CHECKING:
     from lipcast.cli import Context
-    from lipcast.config import Secrets, Settings
+    from lipcast.config import Settings
 
 HELP = "serve the OBS overlay page on its own, or control a running one (skip, clear, pause…)"
 DEMO_VIEWER = "lipcast_demo"
@@ -59,48 +58,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def build_server(
-    settings: Settings,
-    secrets: Secrets,
-    *,
-    idle_image: Path | None = None,
-    on_playback: PlaybackCallback | None = None,
-    host: str | None = None,
-    port: int | None = None,
-) -> OverlayServer:
-    """The overlay server as ``[overlay]`` configures it (not started).
-
-    ``idle_image`` is used when bot.toml names none (``lipcast run`` passes the persona's
-    avatar); ``host`` and ``port`` override bot.toml.
-    """
-    overlay = settings.overlay
-    token = secrets.overlay_token.get_secret_value() if secrets.overlay_token else None
-    store = ClipStore(
-        max_clips=overlay.store_max_clips,
-        max_bytes=overlay.store_max_mb * 1024 * 1024,
-        max_age_s=overlay.store_max_age_s,
-    )
-    options = PageOptions(captions=overlay.captions, banner=overlay.banner, hold_ms=overlay.hold_ms)
-    try:
-        return OverlayServer(
-            host=host or overlay.host,
-            port=port or overlay.port,
-            control_token=token,
-            store=store,
-            idle_image=overlay.idle_image or idle_image,
-            idle_video=overlay.idle_video,
-            options=options,
-            on_playback=on_playback,
-        )
-    except OverlayError as err:
-        raise ConfigError(f"{err} (check overlay.idle_image and overlay.idle_video)") from err
-
-
 def run(args: argparse.Namespace, context: Context) -> int:
     if args.action != "serve":
         return _control(args, context)
     avatar = _persona_avatar(context.settings, args.persona)
-    server = build_server(
+    server = build_overlay_server(
         context.settings, context.secrets, idle_image=avatar, host=args.host, port=args.port
     )
     return asyncio.run(serve(server, demo=args.demo, demo_avatar=server.idle_image))

@@ -13,9 +13,9 @@ import asyncio
 import sys
 from typing import TYPE_CHECKING
 
-from lipcast.config import Secrets, Settings
+from lipcast.wiring import job_queue_options
 from pipeline.errors import ConfigError
-from pipeline.job_queue import JobQueue, QueueOptions, open_job_queue
+from pipeline.job_queue import open_job_queue
 from pipeline.job_queue.rabbitmq import safe_url
 from pipeline.worker import JobHandler, WorkerStats, default_worker_id, serve
 
@@ -33,33 +33,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--concurrency", type=int, help="jobs rendered at once (default: [worker] concurrency)"
     )
     parser.add_argument("--queue", help="work queue to serve (default: [queue] name)")
-
-
-def job_queue_options(
-    settings: Settings, secrets: Secrets, *, connection_name: str, name: str | None = None
-) -> QueueOptions:
-    """Queue options from ``[queue]``, with the broker URL from LIPCAST_AMQP_URL when set."""
-    queue = settings.queue
-    return QueueOptions(
-        url=queue.broker_url(secrets),
-        name=name or queue.name,
-        max_length=queue.max_length,
-        max_priority=queue.max_priority,
-        max_attempts=queue.max_attempts,
-        result_timeout_s=queue.result_timeout_s,
-        dead_letter_max_length=queue.dead_letter_max_length,
-        reconnect_interval_s=queue.reconnect_interval_s,
-        connect_timeout_s=queue.connect_timeout_s,
-        connection_name=connection_name,
-    )
-
-
-def build_job_queue(
-    settings: Settings, secrets: Secrets, *, connection_name: str = "lipcast"
-) -> JobQueue:
-    """The job queue ``[queue] backend`` names, not yet started."""
-    options = job_queue_options(settings, secrets, connection_name=connection_name)
-    return open_job_queue(settings.queue.backend, options)
 
 
 def _check_positive(value: int | None, flag: str) -> None:

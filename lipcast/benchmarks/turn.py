@@ -1,0 +1,268 @@
+"""``lipcast bench turn``: how soon the first clip of a streamed reply is ready.
+
+A local OpenAI-compatible server (started here, on 127.0.0.1) streams a four-sentence reply at
+30 tokens a second (about four characters a token). The real pipeline answers it: the openai
+client, the sentence splitter, the safety checks, the memory job queue, an in-process render
+worker with eSpeak and the sprite renderer (the configured size, fps and encoder settings), and
+the in-order release of clips. One warm-up turn runs first (a running ``lipcast run`` is warm);
+the figures are medians over ``--turns`` turns:
+
+- ``first_clip_after_last_token_s``: from the arrival of the token that ended the first
+  sentence to its clip being ready (target: at most 0.5 s);
+- ``first_clip_share``: time to the first clip as a share of the time to the last one, both
+  from the start of the turn (target: at most 0.3).
+
+The same turns run a second time with the first sentence left whole (no early cut at a comma),
+to show what that cut is worth.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import statistics
+import time
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from lipcast.commands.run import build_conversation
+from lipcast.wiring import build_job_handler, persona_from_settings
+from pipeline.conversation import Clip, ClipSink, TurnReport
+from pipeline.job_queue.base import QueueOptions
+from pipeline.job_queue.memory import MemoryJobQueue
+from pipeline.llm import OpenAIChatLLM, RetryPolicy
+from pipeline.utterance import Utterance
+from pipeline.worker import RenderWorker
+
+if TYPE_CHECKING:
+    from lipcast.cli import Context
+    from lipcast.config import Settings
+
+HELP = "a streamed 4-sentence reply: how soon its first clip is ready (JSON)"
+
+REPLY = (
+    "Hey Ada, welcome back to the stream, it is great to see you in chat again tonight. "
+    "We are about to start the final boss, so grab a snack and settle in. "
+    "I have a really good feeling that this attempt will be the one that works. "
+    "Keep the questions coming, and I will answer as many of them as I can!"
+)
+TARGET_AFTER_LAST_TOKEN_S = 0.5
+TARGET_SHARE = 0.3
+_TOKEN = re.compile(r"\s?\w{1,6}|\s?[^\w\s]|\s+")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tokens-per-s", type=float, default=30.0, help="model speed")
+    parser.add_argument("--first-token-ms", type=float, default=0.0, help="model latency")
+    parser.add_argument("--turns", type=int, default=3, help="measured turns (median kept)")
+    parser.add_argument("--persona", help="persona that speaks (default: bot.toml)")
+    parser.add_argument("--text", default=REPLY, help="the reply the model streams")
+
+
+class _ChatServer:
+    """The smallest OpenAI-compatible chat server: streams ``reply`` at a fixed token rate."""
+
+    def __init__(self, reply: str, *, tokens_per_s: float, first_token_s: float) -> None:
+        self.tokens = _TOKEN.findall(reply)
+        assert "".join(self.tokens) == reply
+        self.interval = 1.0 / tokens_per_s
+        self.first_token_s = first_token_s
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> str:
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self._chat)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        return f"http://127.0.0.1:{self._runner.addresses[0][1]}/v1"
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        started = time.monotonic() + self.first_token_s
+        for index, token in enumerate(self.tokens):
+            delay = started + index * self.interval - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            await response.write(_event(body.get("model", "bench"), {"content": token}))
+        await response.write(_event(body.get("model", "bench"), {}, finish="stop"))
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
+
+
+def _event(model: str, delta: dict[str, str], finish: str | None = None) -> bytes:
+    chunk = {
+        "id": "chatcmpl-bench",
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
+    return b"data: " + json.dumps(chunk).encode() + b"\n\n"
+
+
+class _Clips(ClipSink):
+    def __init__(self) -> None:
+        self.clips: list[Clip] = []
+
+    async def clip_ready(self, clip: Clip) -> bool:
+        self.clips.append(clip)
+        return True
+
+
+def run(args: argparse.Namespace, context: Context) -> dict[str, Any]:
+    return asyncio.run(_bench(args, context))
+
+
+async def _bench(args: argparse.Namespace, context: Context) -> dict[str, Any]:
+    settings = _espeak_sprite(context.settings)
+    server = _ChatServer(
+        args.text, tokens_per_s=args.tokens_per_s, first_token_s=args.first_token_ms / 1000
+    )
+    base_url = await server.start()
+    try:
+        figures: dict[str, Any] = {
+            "reply_chars": len(args.text),
+            "reply_tokens": len(server.tokens),
+            "tokens_per_s": args.tokens_per_s,
+            "first_token_ms": args.first_token_ms,
+            "tts": settings.tts.backend,
+            "renderer": settings.render.renderer,
+            "size": settings.render.size,
+            "fps": settings.render.fps,
+            "turns": args.turns,
+        }
+        default = await _turns(args, context, settings, base_url, first_cut=True)
+        whole = await _turns(args, context, settings, base_url, first_cut=False)
+    finally:
+        await server.close()
+    figures.update(default)
+    figures["targets"] = {
+        "first_clip_after_last_token_s": TARGET_AFTER_LAST_TOKEN_S,
+        "first_clip_share": TARGET_SHARE,
+        "met": default["first_clip_after_last_token_s"] <= TARGET_AFTER_LAST_TOKEN_S
+        and default["first_clip_share"] <= TARGET_SHARE,
+    }
+    figures["first_sentence_left_whole"] = {
+        key: whole[key]
+        for key in (
+            "first_clip_text",
+            "first_clip_after_last_token_s",
+            "first_clip_share",
+            "first_clip_ready_s",
+            "last_clip_ready_s",
+        )
+    }
+    return figures
+
+
+def _espeak_sprite(settings: Settings) -> Settings:
+    """The configuration with eSpeak and the sprite renderer, whatever bot.toml says."""
+    tts = settings.tts.model_copy(update={"backend": "espeak"})
+    render = settings.render.model_copy(update={"renderer": "sprite"})
+    return settings.model_copy(update={"tts": tts, "render": render})
+
+
+async def _turns(
+    args: argparse.Namespace,
+    context: Context,
+    settings: Settings,
+    base_url: str,
+    *,
+    first_cut: bool,
+) -> dict[str, Any]:
+    persona = persona_from_settings(settings, args.persona)
+    queue = MemoryJobQueue(QueueOptions(result_timeout_s=60.0))
+    handler = build_job_handler(settings, context.secrets)
+    worker = RenderWorker(queue, handler, concurrency=settings.worker.concurrency)
+    worker_task = asyncio.create_task(worker.run(), name="bench-render-worker")
+    llm = OpenAIChatLLM(
+        base_url=base_url, model="bench", timeout_s=30.0, retry=RetryPolicy(retries=0)
+    )
+    sink = _Clips()
+    overrides: dict[str, Any] = {"max_sentences": 20, "deadline_s": 120.0, "remember": False}
+    if not first_cut:
+        overrides["first_sentence_soft_max_chars"] = settings.chat.sentence_soft_max_chars
+    conversation = build_conversation(
+        settings,
+        context.secrets,
+        persona=persona,
+        queue=queue,
+        sinks=[sink],
+        llm=llm,
+        memory=None,
+        **overrides,
+    )
+    reports: list[TurnReport] = []
+    try:
+        for turn in range(args.turns + 1):  # the first one warms up
+            message = Utterance(platform="bench", channel="bench", user=f"viewer{turn}", text="hi")
+            sink.clips.clear()
+            report = await conversation.respond(message, "hi")
+            if report.outcome != "completed":
+                raise RuntimeError(f"bench turn {turn}: {report.outcome} {report.error}")
+            if turn > 0:
+                reports.append(report)
+    finally:
+        await conversation.close()
+        worker.stop()
+        await worker_task
+        await queue.close()
+        await llm.aclose()
+        await handler.aclose()
+    return _summary(reports, sink.clips)
+
+
+def _median(values: list[float | None]) -> float:
+    present = [value for value in values if value is not None]
+    return round(statistics.median(present), 3) if present else float("nan")
+
+
+def _summary(reports: list[TurnReport], last_clips: list[Clip]) -> dict[str, Any]:
+    timings = [report.timings for report in reports]
+    after = [
+        t.first_clip_ready - t.first_sentence_last_token
+        for t in timings
+        if t.first_clip_ready is not None and t.first_sentence_last_token is not None
+    ]
+    share = [
+        t.first_clip_ready / t.last_clip_ready
+        for t in timings
+        if t.first_clip_ready is not None and t.last_clip_ready
+    ]
+    return {
+        "clips": len(last_clips),
+        "first_clip_text": last_clips[0].text if last_clips else "",
+        "first_clip_audio_s": round(last_clips[0].duration_s, 2) if last_clips else None,
+        "reply_audio_s": round(sum(clip.duration_s for clip in last_clips), 2),
+        "llm_first_token_s": _median([t.llm_first_token for t in timings]),
+        "first_sentence_last_token_s": _median([t.first_sentence_last_token for t in timings]),
+        "first_sentence_submitted_s": _median([t.first_sentence for t in timings]),
+        "first_clip_tts_s": _median([t.first_clip_tts for t in timings]),
+        "first_clip_render_s": _median([t.first_clip_render for t in timings]),
+        "first_clip_encode_s": _median([t.first_clip_encode for t in timings]),
+        "first_clip_queue_wait_s": _median([t.job_queue_wait for t in timings]),
+        "first_clip_ready_s": _median([t.first_clip_ready for t in timings]),
+        "last_clip_ready_s": _median([t.last_clip_ready for t in timings]),
+        "first_clip_after_last_token_s": _median(list(after)),
+        "first_clip_after_last_token_max_s": round(max(after), 3) if after else None,
+        "first_clip_share": _median(list(share)),
+        "per_turn": [
+            {
+                "first_clip_after_last_token_s": round(a, 3),
+                "first_clip_share": round(s, 3),
+            }
+            for a, s in zip(after, share, strict=False)
+        ],
+    }

@@ -1,0 +1,732 @@
+"""The conversation: from a viewer's message to the persona's clips, one turn at a time.
+
+A turn goes::
+
+    Utterance -> filters -> (safety, memory, prompt) -> LLM token stream -> sentences
+      -> safety check per sentence -> one RenderJob per sentence, submitted at once
+      -> results collected in sentence order -> sinks (overlay, files, chat)
+
+Each finished sentence is submitted to the job queue the moment the splitter releases it, so
+the first sentence renders while the model still writes the second; the results are put back
+in sentence order and each clip goes to the sinks as soon as it is next in line.
+
+Without a language model (``[llm] backend = "none"``, the embedded default) the persona reads
+chat messages aloud instead: the same path from sentences on.
+
+:meth:`Conversation.hear` is what an adapter calls; it filters the message and queues a turn.
+:meth:`Conversation.run` answers queued turns in priority order until :meth:`close`.
+:meth:`Conversation.skip` stops the turn in progress: its LLM stream is closed, its pending
+results are dropped and the sinks are told. A turn whose first clip would be ready after its
+deadline is dropped. Every turn ends with a :class:`TurnReport` (with :class:`TurnTimings`),
+logged as one line on the ``lipcast.turns`` logger.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import collections
+import contextlib
+import heapq
+import itertools
+import logging
+import re
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from personas import Persona
+from pipeline.errors import LipcastError
+from pipeline.filters import ChatFilter
+from pipeline.job_queue.base import (
+    JobExpiredError,
+    JobFailedError,
+    JobQueue,
+    QueueError,
+    QueueFullError,
+    ResultStream,
+)
+from pipeline.llm import LLM, GenerationOptions, LLMError
+from pipeline.memory import ViewerMemory
+from pipeline.prompts import build_messages, check_template, safe_viewer_name
+from pipeline.safety import SafetyGuard, Verdict, moderation_log
+from pipeline.sentences import Sentence, SentenceSplitter
+from pipeline.timings import TurnTimings
+from pipeline.utterance import Utterance
+from pipeline.wire import RenderJob
+
+log = logging.getLogger(__name__)
+turn_log = logging.getLogger("lipcast.turns")
+
+Mode = Literal["reply", "read_aloud"]
+Outcome = Literal[
+    "completed",  # every sentence released (some may have been blocked)
+    "fallback",  # the model failed before saying anything; a short fallback line was said
+    "neutral",  # every sentence was blocked; a neutral line was said instead
+    "partial",  # the model failed mid-reply; what was said before stays
+    "rejected",  # the viewer's message failed moderation
+    "skipped",  # skip() or a sink stopped it
+    "expired",  # it could not start playing before its deadline
+    "busy",  # the render queue was full
+    "failed",  # nothing could be rendered
+    "empty",  # the model said nothing speakable
+]
+SentenceStatus = Literal["released", "blocked", "failed", "expired", "dropped"]
+
+FALLBACK_LINES = {
+    "en": "Sorry, I lost my train of thought. Ask me again in a moment!",
+    "de": "Entschuldigung, da habe ich den Faden verloren. Frag mich gleich noch einmal!",
+    "fr": "Désolée, j'ai perdu le fil. Redemande-moi dans un instant !",
+    "es": "Perdona, he perdido el hilo. ¡Pregúntame otra vez en un momento!",
+}
+NEUTRAL_LINES = {
+    "en": "Let's talk about something else!",
+    "de": "Lass uns über etwas anderes reden!",
+    "fr": "Parlons d'autre chose !",
+    "es": "¡Hablemos de otra cosa!",
+}
+_COMMAND = re.compile(r"^!(lang|language|forget)\b\s*(\S*)", re.IGNORECASE)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConversationOptions:
+    """How turns run; ``[chat]`` in bot.toml documents each field."""
+
+    deadline_s: float = 20.0  # a reply must start within this long of the message
+    max_pending: int = 5  # messages waiting for their turn; more are refused as busy
+    read_aloud_names: bool = True  # read-aloud mode says who wrote the message
+    max_sentences: int | None = None  # None: the persona's reply.max_sentences + 1
+    sentence_min_chars: int = 12
+    sentence_soft_max_chars: int = 160
+    sentence_hard_max_chars: int = 260
+    first_sentence_soft_max_chars: int = 60  # the first sentence is cut sooner, at a comma
+    fallback_line: str | None = None  # None: a short line in the persona's language
+    neutral_line: str | None = None
+    remember: bool = True  # keep the exchange in the viewer's history
+
+
+@dataclass(frozen=True, kw_only=True)
+class TurnInfo:
+    """Which turn a clip belongs to, for the sinks."""
+
+    turn_id: str
+    utterance: Utterance
+    viewer_name: str
+    language: str
+    mode: Mode
+
+
+@dataclass(frozen=True, kw_only=True)
+class Clip:
+    """One rendered sentence, released to the sinks in order."""
+
+    turn: TurnInfo
+    seq: int  # the clip's place in its turn: 0, 1, 2, ...
+    text: str  # what is said (the caption)
+    media: bytes
+    content_type: str
+    duration_s: float
+    timings: dict[str, float]
+
+
+@dataclass(kw_only=True)
+class SentenceRecord:
+    seq: int | None  # None when it never became a job
+    text: str
+    status: SentenceStatus
+    reason: str = ""
+
+
+@dataclass(kw_only=True)
+class TurnReport:
+    """What happened in one turn."""
+
+    turn_id: str
+    utterance: Utterance
+    mode: Mode
+    outcome: Outcome = "completed"
+    sentences: list[SentenceRecord] = field(default_factory=list)
+    timings: TurnTimings = field(default_factory=TurnTimings)
+    error: str = ""
+
+    @property
+    def released(self) -> list[str]:
+        return [s.text for s in self.sentences if s.status == "released"]
+
+    @property
+    def spoken_text(self) -> str:
+        return " ".join(self.released)
+
+    @property
+    def blocked(self) -> int:
+        return sum(1 for s in self.sentences if s.status == "blocked")
+
+    def line(self) -> str:
+        """The turn's log line."""
+        counts = collections.Counter(s.status for s in self.sentences)
+        parts = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "no sentences"
+        error = f"; {self.error}" if self.error else ""
+        return (
+            f"turn {self.turn_id} for {self.utterance.viewer} ({self.mode}): {self.outcome}, "
+            f"{parts}; {self.timings.line()}{error}"
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Admission:
+    """What :meth:`Conversation.hear` did with a message."""
+
+    accepted: bool
+    reason: str  # "accepted", a filter reason, "blocked_phrase", "secret", "busy", "command"
+    detail: str = ""
+    text: str = ""  # the cleaned, bounded text that will be answered
+
+
+class ClipSink(abc.ABC):
+    """Where released clips go (the overlay, a folder, chat). Calls come in turn order."""
+
+    async def turn_started(self, turn: TurnInfo) -> None:  # noqa: B027 - optional hook
+        """A turn began; its clips follow."""
+
+    @abc.abstractmethod
+    async def clip_ready(self, clip: Clip) -> bool:
+        """Take the next clip; return False to stop the turn (e.g. the overlay skipped it)."""
+
+    async def turn_ended(self, turn: TurnInfo, report: TurnReport) -> None:  # noqa: B027
+        """The turn is over; no more clips for it."""
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook
+        """Release what the sink holds."""
+
+
+@dataclass(order=True)
+class _Pending:
+    sort_key: tuple[int, int]
+    utterance: Utterance = field(compare=False)
+    text: str = field(compare=False)
+
+
+@dataclass(kw_only=True)
+class _Submitted:
+    seq: int
+    text: str
+    stream: ResultStream
+
+
+class _TurnStopped(Exception):
+    """Ends a turn early with an outcome (raised inside the turn only)."""
+
+    def __init__(self, outcome: Outcome, reason: str) -> None:
+        super().__init__(reason)
+        self.outcome: Outcome = outcome
+
+
+class Conversation:
+    """The persona's side of the chat: filters, turns, and clips in order."""
+
+    def __init__(
+        self,
+        *,
+        persona: Persona,
+        queue: JobQueue,
+        chat_filter: ChatFilter,
+        safety: SafetyGuard,
+        sinks: Sequence[ClipSink] = (),
+        llm: LLM | None = None,
+        memory: ViewerMemory | None = None,
+        options: ConversationOptions | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.persona = persona
+        self.queue = queue
+        self.chat_filter = chat_filter
+        self.safety = safety
+        self.sinks = list(sinks)
+        self.llm = llm
+        self.memory = memory
+        self.options = options or ConversationOptions()
+        self.reports: collections.deque[TurnReport] = collections.deque(maxlen=200)
+        self._clock = clock
+        self._wall = wall_clock
+        self._pending: list[_Pending] = []
+        self._arrivals = itertools.count()
+        self._wakeup = asyncio.Event()
+        self._idle = asyncio.Event()  # set while no message waits and no turn runs
+        self._idle.set()
+        self._closed = False
+        self._current: tuple[str, asyncio.Task[None]] | None = None
+        self._skip_requested: set[str] = set()
+        if llm is not None:
+            check_template(persona)  # a broken prompt template fails at start-up
+
+    @property
+    def mode(self) -> Mode:
+        return "read_aloud" if self.llm is None else "reply"
+
+    def describe(self) -> str:
+        """One line for the start-up message: who speaks, and in which mode."""
+        who = f"{self.persona.name} ({self.persona.id}, {self.persona.language})"
+        if self.llm is None:
+            return f"{who} in read-aloud mode: chat messages are read aloud (no [llm] backend)"
+        return f"{who} answering with {self.llm.describe()}"
+
+    @property
+    def pending(self) -> int:
+        """Messages waiting for their turn."""
+        return len(self._pending)
+
+    @property
+    def current_turn(self) -> str | None:
+        return self._current[0] if self._current else None
+
+    # -- the adapters' side ---------------------------------------------------------------
+
+    async def hear(self, utterance: Utterance) -> Admission:
+        """Filter a viewer's message and queue a turn for it; say what was done."""
+        if self._closed:
+            return Admission(accepted=False, reason="closed")
+        if utterance.text is not None:
+            command = _COMMAND.match(utterance.text.strip())
+            if command is not None:
+                return await self._command(utterance, command.group(1).lower(), command.group(2))
+        result = self.chat_filter.check(utterance)
+        if not result.accepted:
+            return Admission(accepted=False, reason=result.reason, detail=result.detail)
+        verdict = self.safety.check_text(result.text)
+        if not verdict.ok:
+            self._log_blocked("message", utterance, None, verdict, result.text)
+            return Admission(accepted=False, reason=verdict.reason, detail=verdict.detail)
+        if len(self._pending) >= self.options.max_pending:
+            log.info("not answering %s (%s): busy", utterance.viewer, utterance.id)
+            return Admission(
+                accepted=False, reason="busy", detail=f"{len(self._pending)} messages waiting"
+            )
+        heapq.heappush(
+            self._pending,
+            _Pending((-utterance.priority, next(self._arrivals)), utterance, result.text),
+        )
+        self._idle.clear()
+        self._wakeup.set()
+        return Admission(accepted=True, reason="accepted", text=result.text)
+
+    async def _command(self, utterance: Utterance, name: str, argument: str) -> Admission:
+        viewer = utterance.viewer
+        if name == "forget":
+            removed = await self.memory.forget(viewer) if self.memory is not None else 0
+            log.info("forgot %s at their request (%d records)", viewer, removed)
+            return Admission(accepted=False, reason="command", detail=f"forgot {removed} records")
+        allowed = self.persona.spec.languages or [self.persona.spec.language]
+        code = argument.lower()
+        if code not in allowed:
+            return Admission(
+                accepted=False,
+                reason="command",
+                detail=f"{self.persona.name} speaks {', '.join(allowed)}",
+            )
+        if self.memory is not None:
+            await self.memory.set_language(viewer, code)
+        return Admission(accepted=False, reason="command", detail=f"language set to {code}")
+
+    # -- running turns ------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Answer queued messages, highest priority first, until :meth:`close`."""
+        while not self._closed:
+            if not self._pending:
+                self._idle.set()
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            item = heapq.heappop(self._pending)
+            await self.respond(item.utterance, item.text)
+
+    async def wait_idle(self) -> None:
+        """Wait until no message waits for its turn and none is being answered (while
+        :meth:`run` runs; bound it with ``asyncio.timeout``)."""
+        await self._idle.wait()
+
+    def skip(self, turn_id: str | None = None) -> bool:
+        """Stop the turn in progress (or ``turn_id`` if it is the one); True if one was."""
+        if self._current is None or (turn_id is not None and turn_id != self._current[0]):
+            return False
+        current_id, task = self._current
+        self._skip_requested.add(current_id)
+        task.cancel()
+        return True
+
+    def clear(self) -> int:
+        """Drop the messages waiting for their turn; returns how many."""
+        dropped = len(self._pending)
+        self._pending.clear()
+        return dropped
+
+    async def close(self) -> None:
+        """Stop answering: the turn in progress is skipped, waiting messages dropped."""
+        self._closed = True
+        self.clear()
+        self.skip()
+        self._wakeup.set()
+        self._idle.set()
+
+    async def respond(self, utterance: Utterance, text: str) -> TurnReport:
+        """Run one turn for an already admitted message and return its report."""
+        started = self._clock()
+        turn_id = f"t{secrets.token_hex(5)}"
+        report = TurnReport(turn_id=turn_id, utterance=utterance, mode=self.mode)
+        report.timings.queue_wait = max(0.0, self._wall() - utterance.received_at)
+        run = _TurnRun(self, report, text, started)
+        work = asyncio.create_task(run.work(), name=f"turn-{turn_id}")
+        self._current = (turn_id, work)
+        try:
+            await asyncio.shield(work)
+        except asyncio.CancelledError:
+            if turn_id not in self._skip_requested:
+                work.cancel()
+                await asyncio.gather(work, return_exceptions=True)
+                raise  # respond() itself was cancelled: shutting down
+            report.outcome = "skipped"
+            log.info("turn %s skipped", turn_id)
+        except Exception as err:
+            log.exception("turn %s failed unexpectedly", turn_id)
+            report.outcome = "failed"
+            report.error = f"{type(err).__name__}: {err}"
+        finally:
+            self._current = None
+            self._skip_requested.discard(turn_id)
+            await run.finish()
+        self.reports.append(report)
+        turn_log.info("%s", report.line())
+        return report
+
+    # -- helpers the turn uses ----------------------------------------------------------
+
+    def _log_blocked(
+        self, what: str, utterance: Utterance, turn_id: str | None, verdict: Verdict, text: str
+    ) -> None:
+        shown = (
+            "(not shown: it holds part of a secret)" if verdict.reason == "secret" else repr(text)
+        )
+        moderation_log.warning(
+            "blocked a %s%s for %s: %s%s: %s",
+            what,
+            f" in turn {turn_id}" if turn_id else "",
+            utterance.viewer,
+            verdict.reason,
+            f" ({verdict.detail})" if verdict.detail and verdict.reason != "secret" else "",
+            shown,
+        )
+
+
+class _TurnRun:
+    """The state of one turn: a producer (model -> jobs) and a releaser (results -> sinks)."""
+
+    def __init__(self, conversation: Conversation, report: TurnReport, text: str, started: float):
+        self.c = conversation
+        self.report = report
+        self.text = text
+        self.started = started
+        utterance = report.utterance
+        self.viewer_name = safe_viewer_name(utterance.display_name)
+        self.deadline_wall = utterance.received_at + conversation.options.deadline_s
+        self.deadline = started + (self.deadline_wall - conversation._wall())
+        self.language = conversation.persona.language
+        self.jobs: asyncio.Queue[_Submitted | None] = asyncio.Queue()
+        self.streams: list[ResultStream] = []
+        self.said = ""
+        self.seq = 0
+        self.info: TurnInfo | None = None  # set once the sinks were told the turn began
+        persona = conversation.persona
+        self.cap = conversation.options.max_sentences or persona.spec.reply.max_sentences + 1
+        self.char_cap = int(persona.spec.reply.max_chars * 1.5)
+
+    def elapsed(self) -> float:
+        return self.c._clock() - self.started
+
+    async def work(self) -> None:
+        report, c = self.report, self.c
+        if self.c._clock() >= self.deadline:
+            report.outcome = "expired"
+            report.error = "the message waited past its deadline"
+            return
+        utterance = report.utterance
+        if c.memory is not None:
+            preferred = await c.memory.language(utterance.viewer)
+            allowed = c.persona.spec.languages or [c.persona.spec.language]
+            if preferred in allowed:
+                self.language = preferred
+        verdict = await c.safety.check_viewer(self.text)  # the moderator, when configured
+        if not verdict.ok:
+            c._log_blocked("message", utterance, report.turn_id, verdict, self.text)
+            report.outcome = "rejected"
+            report.error = verdict.reason
+            return
+        self.info = TurnInfo(
+            turn_id=report.turn_id,
+            utterance=utterance,
+            viewer_name=self.viewer_name,
+            language=self.language,
+            mode=report.mode,
+        )
+        for sink in c.sinks:
+            await _call_sink(sink.turn_started(self.info), sink, "turn_started")
+        producer = asyncio.create_task(self.produce(), name=f"turn-{report.turn_id}-producer")
+        try:
+            await self.release()
+        except _TurnStopped as stop:
+            report.outcome = stop.outcome
+            report.error = str(stop)
+        finally:
+            if not producer.done():
+                producer.cancel()
+            results = await asyncio.gather(producer, return_exceptions=True)
+            if isinstance(results[0], _TurnStopped) and report.outcome == "completed":
+                report.outcome = results[0].outcome
+                report.error = str(results[0])
+            elif isinstance(results[0], BaseException) and not isinstance(
+                results[0], asyncio.CancelledError | _TurnStopped
+            ):
+                raise results[0]
+
+    async def finish(self) -> None:
+        """After the turn, whatever happened: drop pending results, tell the sinks, remember."""
+        for stream in self.streams:
+            stream.close()
+        c, report = self.c, self.report
+        if self.info is not None:
+            for sink in c.sinks:
+                await _call_sink(sink.turn_ended(self.info, report), sink, "turn_ended")
+        if (
+            c.memory is not None
+            and c.options.remember
+            and report.mode == "reply"
+            and report.outcome in ("completed", "partial", "skipped")
+            and self.said
+        ):
+            try:
+                await c.memory.remember(report.utterance.viewer, self.text, self.said)
+            except LipcastError as err:
+                log.warning("could not remember turn %s: %s", report.turn_id, err)
+
+    # -- producer: model tokens -> sentences -> jobs ------------------------------------
+
+    async def produce(self) -> None:
+        try:
+            if self.c.llm is None:
+                await self._read_aloud()
+            else:
+                await self._reply(self.c.llm)
+            if self.seq == 0:
+                blocked = self.report.blocked
+                if blocked:
+                    await self._say_fixed(self.c.options.neutral_line, NEUTRAL_LINES, "neutral")
+                elif self.report.outcome == "completed":
+                    self.report.outcome = "empty"
+        finally:
+            self.jobs.put_nowait(None)
+
+    async def _read_aloud(self) -> None:
+        text = f"{self.viewer_name}: {self.text}" if self.c.options.read_aloud_names else self.text
+        splitter = self._splitter()
+        sentences = splitter.feed(text) + splitter.flush()
+        now = self.elapsed()
+        for sentence in sentences:
+            await self._accept(sentence, now)
+
+    async def _reply(self, llm: LLM) -> None:
+        c, report = self.c, self.report
+        history = await c.memory.history(report.utterance.viewer) if c.memory else []
+        messages = build_messages(
+            c.persona,
+            viewer_name=self.viewer_name,
+            text=self.text,
+            history=history,
+            language=self.language,
+        )
+        spec = c.persona.spec.llm
+        options = GenerationOptions(
+            model=spec.model, temperature=spec.temperature, max_tokens=spec.max_tokens
+        )
+        splitter = self._splitter()
+        token_ends: collections.deque[tuple[int, float]] = collections.deque()
+        received = 0
+        try:
+            async with contextlib.aclosing(
+                llm.stream(messages, options=options, deadline=self.deadline)
+            ) as stream:
+                async for piece in stream:
+                    now = self.elapsed()
+                    if report.timings.llm_first_token is None:
+                        report.timings.llm_first_token = now
+                    received += len(piece)
+                    token_ends.append((received, now))
+                    for sentence in splitter.feed(piece):
+                        await self._accept(sentence, _token_time(token_ends, sentence.end, now))
+                    if self._full():
+                        log.info("turn %s: reply cut at %d sentences", report.turn_id, self.seq)
+                        return
+            for sentence in splitter.flush():
+                if self._full():
+                    break
+                await self._accept(sentence, self.elapsed())
+        except LLMError as err:
+            log.warning("turn %s for %s: %s", report.turn_id, report.utterance.viewer, err)
+            report.error = str(err)
+            if self.seq == 0 and not report.blocked:
+                await self._say_fixed(c.options.fallback_line, FALLBACK_LINES, "fallback")
+            else:
+                report.outcome = "partial"
+
+    def _full(self) -> bool:
+        return self.seq >= self.cap or len(self.said) >= self.char_cap
+
+    def _splitter(self) -> SentenceSplitter:
+        options = self.c.options
+        return SentenceSplitter(
+            language=self.language,
+            min_chars=options.sentence_min_chars,
+            soft_max_chars=options.sentence_soft_max_chars,
+            hard_max_chars=options.sentence_hard_max_chars,
+            first_soft_max_chars=min(
+                options.first_sentence_soft_max_chars, options.sentence_soft_max_chars
+            ),
+        )
+
+    async def _say_fixed(self, line: str | None, lines: dict[str, str], outcome: Outcome) -> None:
+        text = line or lines.get(self.language.split("-")[0], lines["en"])
+        self.report.outcome = outcome
+        await self._submit(text)
+
+    async def _accept(self, sentence: Sentence, last_token_at: float) -> None:
+        """Check one sentence and, if it may be said, submit its render job."""
+        if self._full():
+            return
+        verdict = await self.c.safety.check_reply(sentence.text, said_before=self.said)
+        if not verdict.ok:
+            self.c._log_blocked(
+                "reply sentence", self.report.utterance, self.report.turn_id, verdict, sentence.text
+            )
+            self.report.sentences.append(
+                SentenceRecord(
+                    seq=None, text=sentence.text, status="blocked", reason=verdict.reason
+                )
+            )
+            return
+        timings = self.report.timings
+        if timings.first_sentence is None:
+            timings.first_sentence_last_token = last_token_at
+        await self._submit(sentence.text)
+        if timings.first_sentence is None:
+            timings.first_sentence = self.elapsed()
+
+    async def _submit(self, text: str) -> None:
+        c, report = self.c, self.report
+        seq = self.seq
+        now = c._wall()
+        deadline = (
+            self.deadline_wall if seq == 0 else max(self.deadline_wall, now + c.options.deadline_s)
+        )
+        record = SentenceRecord(seq=seq, text=text, status="dropped")
+        report.sentences.append(record)
+        if deadline <= now:
+            record.reason = "deadline"
+            raise _TurnStopped("expired", "the reply could not start before its deadline")
+        job = RenderJob(
+            job_id=f"{report.turn_id}.{seq}",
+            turn_id=report.turn_id,
+            seq=seq,
+            text=text,
+            persona=c.persona.id,
+            language=None if self.language == c.persona.language else self.language,
+            priority=report.utterance.priority,
+            created_at=now,
+            deadline=deadline,
+        )
+        try:
+            stream = await c.queue.submit(job)
+        except QueueFullError as err:
+            record.reason = "busy"
+            raise _TurnStopped("busy", str(err)) from err
+        except JobExpiredError as err:
+            record.reason = "deadline"
+            raise _TurnStopped("expired", str(err)) from err
+        self.seq += 1
+        self.said = f"{self.said} {text}".strip()
+        self.streams.append(stream)
+        self.jobs.put_nowait(_Submitted(seq=seq, text=text, stream=stream))
+
+    # -- releaser: results in sentence order -> sinks -----------------------------------
+
+    async def release(self) -> None:
+        assert self.info is not None
+        c, report = self.c, self.report
+        timings = report.timings
+        while (item := await self.jobs.get()) is not None:
+            record = next(r for r in report.sentences if r.seq == item.seq)
+            try:
+                parts = await item.stream.collect()
+            except JobExpiredError as err:
+                record.status, record.reason = "expired", "deadline"
+                raise _TurnStopped("expired", str(err)) from err
+            except (JobFailedError, QueueError) as err:
+                record.status, record.reason = "failed", str(err)
+                log.warning("turn %s: sentence %d not rendered: %s", report.turn_id, item.seq, err)
+                continue
+            media = b"".join(part.media for part in parts)
+            first = timings.first_clip_ready is None
+            now = self.elapsed()
+            if first and c._clock() > self.deadline:
+                record.status, record.reason = "expired", "deadline"
+                raise _TurnStopped(
+                    "expired",
+                    f"the first clip was ready {c._clock() - self.deadline:.1f} s after the "
+                    "turn's deadline ([chat] deadline_s)",
+                )
+            clip_timings: dict[str, float] = {}
+            for part in parts:
+                for stage, value in part.timings.items():
+                    if stage == "queue_wait":
+                        clip_timings.setdefault(stage, value)
+                    else:
+                        clip_timings[stage] = clip_timings.get(stage, 0.0) + value
+            timings.add_worker_timings(clip_timings, first=first)
+            content_type = next((p.content_type for p in parts if p.media), "video/mp4")
+            clip = Clip(
+                turn=self.info,
+                seq=item.seq,
+                text=item.text,
+                media=media,
+                content_type=content_type,
+                duration_s=sum(part.duration_s for part in parts),
+                timings=clip_timings,
+            )
+            if first:
+                timings.first_clip_ready = now
+            timings.last_clip_ready = now
+            timings.clip_seconds += clip.duration_s
+            record.status = "released"
+            for sink in c.sinks:
+                keep = await _call_sink(sink.clip_ready(clip), sink, "clip_ready")
+                if keep is False:
+                    raise _TurnStopped("skipped", f"{type(sink).__name__} stopped the turn")
+
+
+def _token_time(token_ends: collections.deque[tuple[int, float]], end: int, now: float) -> float:
+    """When the token holding stream offset ``end - 1`` arrived (older entries are dropped)."""
+    while token_ends and token_ends[0][0] < end:
+        token_ends.popleft()
+    return token_ends[0][1] if token_ends else now
+
+
+async def _call_sink(call: Awaitable[object], sink: ClipSink, what: str) -> bool | None:
+    """Await a sink's hook; a sink's failure is logged and never ends the turn."""
+    try:
+        result = await call
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("sink %s failed in %s", type(sink).__name__, what)
+        return None
+    return result if isinstance(result, bool) else None

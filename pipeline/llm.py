@@ -1,0 +1,433 @@
+"""The language model seam: one method, ``stream``, yielding the reply's text as it is written.
+
+Backends are chosen by name (``[llm] backend`` in bot.toml) through :data:`LLM_BACKENDS`;
+``none`` means no model at all, and the persona reads chat aloud instead (the embedded
+default). The ``openai`` backend talks to OpenAI or any server speaking its chat-completions
+API (Ollama, LM Studio, vLLM, llama.cpp server) through the official ``openai`` package, with
+``stream=True``.
+
+Failures follow :mod:`pipeline.errors`: a rate limit (429), a server error (5xx), a timeout, a
+dropped connection or a malformed chunk before the first token is retried with exponential
+backoff and jitter, waiting at least as long as the server's ``Retry-After`` asks; once text
+has been handed out a retry would repeat it, so the error is raised with ``partial`` set and
+the caller decides (the conversation ends the turn with what was said, or a fallback line).
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import email.utils
+import logging
+import math
+import random
+import time
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from urllib.parse import urlsplit
+
+from pipeline.backends import BackendSpec
+from pipeline.errors import BackendError, ConfigError
+
+if TYPE_CHECKING:
+    from openai import AsyncOpenAI
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "gpt-4o-mini"  # the one documented default; any server's model name works
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+_PLACEHOLDER_KEY = "not-needed"  # local compatible servers ignore the key; the client wants one
+_RETRY_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529})
+
+LLM_BACKENDS: dict[str, BackendSpec] = {
+    "openai": BackendSpec(
+        target="pipeline.llm:OpenAIChatLLM",
+        requires=("openai",),
+        package="openai",
+        description="OpenAI or a compatible server (Ollama, LM Studio, vLLM, llama.cpp)",
+    ),
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChatMessage:
+    """One message of a chat-completions conversation."""
+
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class GenerationOptions:
+    """Per-request overrides (a persona's ``[llm]`` table); None keeps the backend's value."""
+
+    model: str | None = None
+    temperature: float | None = None
+    max_tokens: int | None = None
+
+
+class LLMError(BackendError):
+    """The model failed to answer; ``partial`` when some of the reply had been handed out."""
+
+    def __init__(self, message: str, *, transient: bool = False, partial: bool = False) -> None:
+        super().__init__(message, transient=transient)
+        self.partial = partial
+
+
+class LLM(abc.ABC):
+    """A chat model that streams its reply."""
+
+    name: ClassVar[str]
+
+    @abc.abstractmethod
+    def stream(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        options: GenerationOptions | None = None,
+        deadline: float | None = None,
+    ) -> AsyncGenerator[str, None]:
+        """Yield the reply's text in pieces as the model writes them.
+
+        ``deadline`` (``time.monotonic()`` seconds) bounds the retries: none is started that
+        could not begin before it. Raises :class:`LLMError`.
+        """
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""
+
+    def describe(self) -> str:
+        """One line for the start-up message."""
+        return self.name
+
+
+class ReasoningFilter:
+    """Drop ``<think>...</think>`` blocks some local reasoning models put in their content."""
+
+    OPEN, CLOSE = "<think>", "</think>"
+
+    def __init__(self) -> None:
+        self._pending = ""
+        self._inside = False
+
+    def feed(self, text: str) -> str:
+        self._pending += text
+        out: list[str] = []
+        while self._pending:
+            tag = self.CLOSE if self._inside else self.OPEN
+            found = self._pending.find(tag)
+            if found < 0:
+                keep = _partial_suffix(self._pending, tag)
+                if not self._inside:
+                    out.append(self._pending[: len(self._pending) - keep])
+                self._pending = self._pending[len(self._pending) - keep :]
+                break
+            if not self._inside:
+                out.append(self._pending[:found])
+            self._pending = self._pending[found + len(tag) :]
+            self._inside = not self._inside
+        return "".join(out)
+
+    def flush(self) -> str:
+        rest, self._pending = ("" if self._inside else self._pending), ""
+        return rest
+
+
+def _partial_suffix(text: str, tag: str) -> int:
+    """Length of the longest end of ``text`` that starts ``tag`` (it may complete later)."""
+    for size in range(min(len(tag) - 1, len(text)), 0, -1):
+        if text.endswith(tag[:size]):
+            return size
+    return 0
+
+
+def parse_retry_after(
+    headers: Mapping[str, str] | None, *, now: float | None = None
+) -> float | None:
+    """Seconds a ``Retry-After`` (or ``retry-after-ms``) header asks to wait, or None."""
+    if not headers:
+        return None
+    lowered = {key.lower(): value for key, value in headers.items()}
+    millis = lowered.get("retry-after-ms")
+    if millis is not None:
+        try:
+            value = float(millis) / 1000
+        except ValueError:
+            value = math.nan
+        if math.isfinite(value) and value >= 0:
+            return value
+    raw = lowered.get("retry-after")
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        parsed = email.utils.parsedate_tz(raw)
+        if parsed is None:
+            return None
+        value = email.utils.mktime_tz(parsed) - (time.time() if now is None else now)
+    if not math.isfinite(value):
+        return None
+    return max(0.0, value)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RetryPolicy:
+    """Exponential backoff with jitter; a server's Retry-After is a floor."""
+
+    retries: int = 2  # further attempts after the first
+    base_s: float = 0.5
+    max_s: float = 8.0
+    max_retry_after_s: float = 30.0  # a server asking for longer is not waited for
+
+    def delay(self, attempt: int, retry_after: float | None, rng: Callable[[], float]) -> float:
+        """Seconds to wait before attempt ``attempt + 1`` (``attempt`` counts from 1)."""
+        ceiling = min(self.max_s, self.base_s * 2.0 ** (attempt - 1))
+        backoff = ceiling / 2 + rng() * ceiling / 2  # "equal jitter"
+        if retry_after is None:
+            return backoff
+        # The server's wait is a floor; a little jitter on top keeps clients from all
+        # coming back in the same millisecond.
+        return max(retry_after * (1 + 0.1 * rng()), backoff)
+
+
+class OpenAIChatLLM(LLM):
+    """Chat completions through the ``openai`` package, streamed."""
+
+    name: ClassVar[str] = "openai"
+
+    def __init__(
+        self,
+        *,
+        base_url: str = DEFAULT_BASE_URL,
+        model: str = DEFAULT_MODEL,
+        temperature: float = 0.8,
+        max_tokens: int = 200,
+        timeout_s: float = 15.0,
+        retries: int = 2,
+        api_key: str | None = None,
+        retry: RetryPolicy | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        if not api_key:
+            if urlsplit(base_url).hostname == "api.openai.com":
+                raise ConfigError(
+                    '[llm] backend = "openai" needs an API key: set OPENAI_API_KEY in the '
+                    "environment or in .env (never in bot.toml), or point [llm] base_url at a "
+                    "local OpenAI-compatible server such as http://127.0.0.1:11434/v1 (Ollama)"
+                )
+            api_key = _PLACEHOLDER_KEY
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self.temperature = temperature
+        self.max_tokens = max_tokens
+        self.timeout_s = timeout_s
+        self.retry = retry or RetryPolicy(retries=retries)
+        self._api_key = api_key
+        self._sleep = sleep
+        self._rng = rng
+        self._client: AsyncOpenAI | None = None
+
+    def __repr__(self) -> str:
+        return f"OpenAIChatLLM(base_url={self.base_url!r}, model={self.model!r})"
+
+    def describe(self) -> str:
+        return f"{self.model} at {self.base_url}"
+
+    def _get_client(self) -> AsyncOpenAI:
+        if self._client is None:
+            import httpx2
+            from openai import AsyncOpenAI
+
+            self._client = AsyncOpenAI(
+                api_key=self._api_key,
+                base_url=self.base_url,
+                # read: the longest silence allowed, before the first token or between two
+                timeout=httpx2.Timeout(self.timeout_s, connect=min(self.timeout_s, 5.0)),
+                max_retries=0,  # retried here, where a partial reply is known
+            )
+        return self._client
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+    async def stream(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        options: GenerationOptions | None = None,
+        deadline: float | None = None,
+    ) -> AsyncGenerator[str, None]:
+        import httpx2
+        import openai
+
+        options = options or GenerationOptions()
+        request: dict[str, Any] = {
+            "model": options.model or self.model,
+            "messages": [{"role": m.role, "content": m.content} for m in messages],
+            "temperature": self.temperature if options.temperature is None else options.temperature,
+            "max_tokens": options.max_tokens or self.max_tokens,
+            "stream": True,
+        }
+        attempt = 0
+        while True:
+            attempt += 1
+            partial = False
+            try:
+                reasoning = ReasoningFilter()
+                stream = await self._get_client().chat.completions.create(**request)
+                try:
+                    async for chunk in stream:
+                        piece = reasoning.feed(_delta_text(chunk))
+                        if piece:
+                            partial = True
+                            yield piece
+                    rest = reasoning.flush()
+                    if rest:
+                        yield rest
+                finally:
+                    await stream.close()
+                return
+            except (openai.OpenAIError, httpx2.HTTPError, ValueError) as err:
+                error = self._error(err, partial=partial, model=request["model"])
+                if partial or not error.transient or attempt > self.retry.retries:
+                    raise error from err
+                retry_after = _retry_after(err)
+                if retry_after is not None and retry_after > self.retry.max_retry_after_s:
+                    raise LLMError(
+                        f"{error} and asks to wait {retry_after:.0f} s; not waiting that long",
+                        transient=True,
+                    ) from err
+                delay = self.retry.delay(attempt, retry_after, self._rng)
+                if deadline is not None and time.monotonic() + delay >= deadline:
+                    raise LLMError(
+                        f"{error}; no time left for another try", transient=True
+                    ) from err
+                log.warning(
+                    "%s; trying again in %.2f s (attempt %d of %d)",
+                    error,
+                    delay,
+                    attempt + 1,
+                    self.retry.retries + 1,
+                )
+                await self._sleep(delay)
+
+    def _where(self) -> str:
+        return f"the language model at {self.base_url}"
+
+    def _error(self, err: Exception, *, partial: bool, model: str) -> LLMError:
+        """Translate an ``openai``/``httpx2`` error into one that says what to do."""
+        import httpx2
+        import openai
+
+        where = self._where()
+        cut = " (the reply was cut off)" if partial else ""
+        if isinstance(err, openai.APITimeoutError | httpx2.TimeoutException):
+            return LLMError(
+                f"{where} sent nothing for {self.timeout_s:g} s{cut} ([llm] timeout_s)",
+                transient=True,
+                partial=partial,
+            )
+        if isinstance(err, openai.APIConnectionError | httpx2.TransportError):
+            reason = str(err.__cause__ or err) or type(err).__name__
+            return LLMError(
+                f"{where}: connection failed or dropped{cut} ({reason}); is [llm] base_url "
+                "right and the server up?",
+                transient=True,
+                partial=partial,
+            )
+        if isinstance(err, openai.APIStatusError):
+            return self._status_error(err, partial=partial, model=model)
+        if isinstance(err, openai.APIError):
+            return LLMError(
+                f"{where} reported an error mid-reply{cut}: {err.message}",
+                transient=True,
+                partial=partial,
+            )
+        if isinstance(err, ValueError):
+            return LLMError(
+                f"{where} sent a malformed stream chunk{cut} ({type(err).__name__}: {err})",
+                transient=True,
+                partial=partial,
+            )
+        return LLMError(f"{where} failed{cut}: {err}", partial=partial)
+
+    def _status_error(self, err: Any, *, partial: bool, model: str) -> LLMError:
+        status: int = err.status_code
+        where = self._where()
+        detail = _error_message(err.body)
+        suffix = f": {detail}" if detail else ""
+        if status in (401, 403):
+            return LLMError(
+                f"{where} refused the API key (HTTP {status}{suffix}): check OPENAI_API_KEY",
+                partial=partial,
+            )
+        if status == 429 and _error_code(err.body) == "insufficient_quota":
+            return LLMError(
+                f"{where}: the account's quota is used up (HTTP 429{suffix}); check billing",
+                partial=partial,
+            )
+        if status in _RETRY_STATUSES or status >= 500:
+            kind = "is rate limiting" if status == 429 else "failed"
+            return LLMError(
+                f"{where} {kind} (HTTP {status}{suffix})", transient=True, partial=partial
+            )
+        if status == 404:
+            return LLMError(
+                f"{where} has no model {model!r} or no chat-completions endpoint "
+                f"(HTTP 404{suffix}); check [llm] model and base_url (usually ending in /v1)",
+                partial=partial,
+            )
+        return LLMError(
+            f"{where} rejected the request (HTTP {status}{suffix}); check [llm] model "
+            f"{model!r}, temperature and max_tokens",
+            partial=partial,
+        )
+
+
+def _delta_text(chunk: Any) -> str:
+    """The text a stream chunk adds; "" for role-only, empty or usage chunks."""
+    choices = getattr(chunk, "choices", None)
+    if choices is None:
+        raise ValueError("a chunk without 'choices'")
+    if not choices:
+        return ""
+    delta = getattr(choices[0], "delta", None)
+    content = getattr(delta, "content", None) if delta is not None else None
+    if content is None:
+        return ""
+    if not isinstance(content, str):
+        raise ValueError(f"delta.content is {type(content).__name__}, not text")
+    return content
+
+
+def _retry_after(err: Exception) -> float | None:
+    response = getattr(err, "response", None)
+    headers = getattr(response, "headers", None)
+    if headers is None:
+        return None
+    return parse_retry_after({key: value for key, value in headers.items()})
+
+
+def _error_code(body: object) -> str | None:
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict):
+            code = inner.get("code") or inner.get("type")
+            return str(code) if code else None
+    return None
+
+
+def _error_message(body: object) -> str:
+    message: object = body
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        message = inner.get("message") if isinstance(inner, dict) else inner
+    if not isinstance(message, str):
+        return ""
+    message = " ".join(message.split())
+    return message if len(message) <= 200 else message[:197] + "..."
