@@ -106,4 +106,5 @@ def test_doctor_reports_without_showing_secrets(tmp_path: Path) -> None:
     assert FAKE_KEY not in output and "hunter2pass" not in output
     assert "OPENAI_API_KEY" in output and "set" in output
     assert "tts.espeak" in output
+    assert "broker" in output and "amqp://u@127.0.0.1/" in output  # the URL, password removed
     assert "Traceback" not in output

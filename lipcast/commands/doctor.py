@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import importlib.metadata
 import importlib.util
 import shutil
@@ -15,20 +16,17 @@ from urllib.parse import urlsplit
 from lipcast.config import SECRET_VARIABLES
 from lipcast.wiring import build_clip_renderer, persona_from_settings
 from pipeline.errors import LipcastError
+from pipeline.job_queue.rabbitmq import safe_url
 from pipeline.tts import TTS_BACKENDS
 
 if TYPE_CHECKING:
     from lipcast.cli import Context
+    from lipcast.config import Secrets, Settings
 
 HELP = "check the configuration, optional packages, broker, API keys and GPU"
 
 OPTIONAL_PACKAGES = {
     "piper-tts": ("piper", "piper", "Piper voices"),
-    "faster-whisper": ("faster_whisper", "whisper", "speech-to-text for Discord voice"),
-    "torch": ("torch", "wav2lip", "the wav2lip renderer"),
-    "onnxruntime": ("onnxruntime", "wav2lip", "wav2lip on ONNX Runtime"),
-    "twitchio": ("twitchio", "twitch", "the Twitch adapter"),
-    "discord.py": ("discord", "discord", "the Discord adapter"),
 }
 
 
@@ -59,15 +57,6 @@ def _reachable(url: str, default_port: int, timeout: float = 1.5) -> str | None:
             return None
     except OSError as err:
         return f"{host}:{port} unreachable ({err.strerror or err})"
-
-
-def _public(url: str) -> str:
-    """A URL without user name or password."""
-    parts = urlsplit(url)
-    netloc = parts.hostname or ""
-    if parts.port:
-        netloc += f":{parts.port}"
-    return parts._replace(netloc=netloc).geturl()
 
 
 def checks(context: Context) -> list[Check]:
@@ -146,8 +135,42 @@ def checks(context: Context) -> list[Check]:
         present = getattr(secrets, field) is not None
         found.append(Check("info", variable, "set" if present else "not set"))
 
+    found.append(_llm(settings, secrets))
+    found.append(_broker(settings, secrets))
     found.append(_gpu())
     return found
+
+
+def _llm(settings: Settings, secrets: Secrets) -> Check:
+    llm = settings.llm
+    if llm.backend == "none":
+        return Check("info", "llm", 'none: chat is read aloud ([llm] backend = "openai" to talk)')
+    if "api.openai.com" in llm.base_url and secrets.openai_api_key is None:
+        return Check("FAIL", "llm", "OPENAI_API_KEY is not set (environment or .env)")
+    port = 443 if llm.base_url.startswith("https") else 80
+    problem = _reachable(llm.base_url, port)
+    return Check("FAIL" if problem else "ok", "llm", problem or f"{llm.model} at {llm.base_url}")
+
+
+def _broker(settings: Settings, secrets: Secrets) -> Check:
+    """Connect to the broker as `lipcast worker` would (password never shown)."""
+    url = settings.queue.broker_url(secrets)
+    shown = safe_url(url)
+    chosen = settings.queue.backend == "rabbitmq"
+
+    async def connect() -> None:
+        import aio_pika
+
+        connection = await asyncio.wait_for(aio_pika.connect(url), timeout=5)
+        await connection.close()
+
+    try:
+        asyncio.run(connect())
+    except Exception as err:  # noqa: BLE001 - any failure is the report
+        detail = f"{shown}: cannot connect ({type(err).__name__})"
+        return Check("FAIL" if chosen else "info", "broker", detail)
+    use = "in use" if chosen else 'not in use: [queue] backend = "memory"'
+    return Check("ok" if chosen else "info", "broker", f"{shown}: reachable ({use})")
 
 
 def _gpu() -> Check:
@@ -158,7 +181,7 @@ def _gpu() -> Check:
             return Check("ok", "gpu", f"CUDA: {torch.cuda.get_device_name(0)}")
         return Check("info", "gpu", "torch sees no CUDA device; renderers run on the CPU")
     if shutil.which("nvidia-smi"):
-        return Check("info", "gpu", 'NVIDIA driver present; install "lipcast[wav2lip]" to use it')
+        return Check("info", "gpu", "NVIDIA driver present; the sprite renderer runs on the CPU")
     return Check("info", "gpu", "none found; the sprite renderer needs none")
 
 
