@@ -70,15 +70,20 @@ def decode_audio(source: Path | bytes) -> tuple[npt.NDArray[np.float32], int]:
         return np.concatenate(parts).astype(np.float32), stream.codec_context.sample_rate
 
 
-def dark_pixels(frame: Frame, centre: tuple[float, float], width: float) -> int:
-    """Pixels of an open mouth's dark inside, counted in a box around the mouth."""
+def mouth_gap(frame: Frame, centre: tuple[float, float], width: float) -> float:
+    """How far the mouth is open, in pixels: the height of its dark inside.
+
+    Dark pixels are counted per column in a box around the mouth; the mean of the five
+    tallest columns is the gap (a closed mouth's line is two or three pixels tall).
+    """
     x, y = centre
     box = frame[
         int(y - 0.45 * width) : int(y + 0.45 * width),
         int(x - 0.7 * width) : int(x + 0.7 * width),
     ].astype(np.float32)
     luma = 0.299 * box[..., 0] + 0.587 * box[..., 1] + 0.114 * box[..., 2]
-    return int((luma < 60).sum())
+    columns = np.sort((luma < 70).sum(axis=0))
+    return float(columns[-5:].mean())
 
 
 def envelope(
