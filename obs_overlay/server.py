@@ -49,7 +49,7 @@ import re
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -549,8 +549,23 @@ class OverlayServer:
 
     # ----------------------------------------------------------------- HTTP
 
+    @web.middleware
+    async def _check_host(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        """On loopback, answer only requests addressed to loopback (no DNS rebinding).
+
+        A web page on another site can point its own host name at 127.0.0.1; the browser then
+        sends that name as Host. A server bound to loopback serves no such request.
+        """
+        if is_loopback_host(self.host):
+            requested = (request.host or "").rsplit(":", 1)[0].strip("[]").lower()
+            if requested != "localhost" and not is_loopback_host(requested):
+                raise web.HTTPMisdirectedRequest(text="this overlay answers on localhost only")
+        return await handler(request)
+
     def _build_app(self) -> web.Application:
-        app = web.Application(client_max_size=64 * 1024)
+        app = web.Application(client_max_size=64 * 1024, middlewares=[self._check_host])
         app.router.add_get("/", self._page)
         app.router.add_get("/overlay.js", self._asset)
         app.router.add_get("/overlay.css", self._asset)

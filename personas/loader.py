@@ -12,6 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated
 
+from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipeline.errors import PersonaError
@@ -182,6 +183,19 @@ def read_persona_file(folder: Path) -> PersonaFile:
         raise PersonaError(describe_validation_error(err, source=str(path))) from err
 
 
+def _check_image(path: Path) -> None:
+    """Refuse a missing avatar, or one whose header no image format recognises."""
+    if not path.is_file():
+        raise PersonaError(f"{path}: the persona's avatar image is missing")
+    try:
+        with Image.open(path) as image:
+            image.verify()
+    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+        raise PersonaError(
+            f"{path}: the avatar is not a readable image (PNG, JPEG or WebP expected)"
+        ) from err
+
+
 def load_persona(
     name_or_path: str, *, language: str | None = None, search_dirs: list[Path] | None = None
 ) -> Persona:
@@ -199,8 +213,7 @@ def load_persona(
         prompt = prompt_path.read_text(encoding="utf-8")
     except OSError as err:
         raise PersonaError(f"{prompt_path}: the persona's prompt cannot be read: {err}") from err
-    if not spec.avatar.image or not (folder / spec.avatar.image).is_file():
-        raise PersonaError(f"{folder / spec.avatar.image}: the persona's avatar image is missing")
+    _check_image(folder / spec.avatar.image)
     return Persona(
         id=folder.name, folder=folder, spec=spec, language=chosen, prompt_template=prompt
     )

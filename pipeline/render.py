@@ -111,11 +111,12 @@ class ClipRenderer:
         progress: Progress | None = None,
     ) -> RenderedClip:
         """Render ``text`` spoken by ``persona`` to MP4 bytes, or to a fast-start file."""
-        avatar = self.avatar(persona)
+        loop = asyncio.get_running_loop()
+        # reading the image and finding its face is file and CPU work: off the event loop
+        avatar = await loop.run_in_executor(None, self.avatar, persona)
         started = time.perf_counter()
         audio = await self.speak(text, persona)
         tts_s = time.perf_counter() - started
-        loop = asyncio.get_running_loop()
         return await loop.run_in_executor(
             None, self._render_sync, audio, persona, avatar, path, progress, tts_s
         )
@@ -196,7 +197,8 @@ class RenderJobHandler:
         return self._personas[key]
 
     async def handle(self, job: RenderJob) -> AsyncIterator[ResultChunk]:
-        persona = self.persona(job.persona, job.language)
+        loop = asyncio.get_running_loop()
+        persona = await loop.run_in_executor(None, self.persona, job.persona, job.language)
         clip = await self._clips.render(job.text, persona)
         assert clip.mp4 is not None  # rendered to bytes, not to a file
         yield ResultChunk(

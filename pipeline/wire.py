@@ -79,6 +79,7 @@ ERROR_INVALID = "invalid"  # the job message itself failed validation
 ERROR_REASONS = (ERROR_EXPIRED, ERROR_FAILED, ERROR_POISON, ERROR_INVALID)
 
 _ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$"
+_PERSONA_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9 ._-]{0,99}$"
 _LANGUAGE_PATTERN = r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$"
 _MAX_ERROR_CHARS = 1000
 
@@ -132,7 +133,8 @@ class RenderJob(WireMessage):
     turn_id: str = Field(pattern=_ID_PATTERN)  # the conversation turn the sentence belongs to
     seq: int = Field(ge=0, le=10_000)  # the sentence's index within its turn
     text: str = Field(min_length=1, max_length=20_000)
-    persona: str = Field(min_length=1, max_length=200)  # persona id
+    # a persona's folder name, never a path: a message must not pick folders on a worker's disk
+    persona: str = Field(pattern=_PERSONA_PATTERN)
     language: str | None = Field(default=None, pattern=_LANGUAGE_PATTERN)
     priority: int = Field(default=0, ge=0, le=9)  # 9 is served first
     created_at: float = Field(gt=0)  # unix seconds

@@ -173,3 +173,18 @@ def test_malformed_bot_toml_is_one_clear_line(tmp_path: Path, toml: str, expecte
     assert "bot.toml" in result.stderr
     assert "sk-abc" not in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bot.toml"]
+
+
+def test_personas_lists_the_broken_ones_with_their_reason(tmp_path: Path) -> None:
+    _persona(tmp_path / "mine" / "garbled", image_bytes=b"not an image at all")
+    _persona(tmp_path / "mine" / "photo", image=ASSETS / "face-astronaut.png")
+    (tmp_path / "bot.toml").write_text('[persona]\ndirs = ["mine"]\n')
+    result = lipcast("personas", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    rows = [
+        line[2:] for line in result.stdout.splitlines() if line[:1] in "* " and line[2:3] != " "
+    ]
+    lines = {row.split()[0]: row for row in rows}
+    assert "BROKEN" in lines["garbled"] and "not a readable image" in lines["garbled"]
+    assert "BROKEN" not in lines["photo"]
+    assert {"cohost", "teacher"} <= set(lines)

@@ -102,6 +102,18 @@ async def publish(server: OverlayServer, turn_id: str, seq: int, **extra: Any) -
 # ---------------------------------------------------------------- page, assets, clips
 
 
+@pytest.mark.parametrize("host", ["attacker.example", "attacker.example:8765", "10.0.0.5"])
+async def test_a_loopback_overlay_refuses_other_host_names(
+    server: OverlayServer, http: aiohttp.ClientSession, host: str
+) -> None:
+    """A rebinding page reaches 127.0.0.1 under its own name; its requests are refused."""
+    for path in ("", "healthz", "ws"):
+        async with http.get(f"{server.url}{path}", headers={"Host": host}) as response:
+            assert response.status == 421
+    async with http.get(server.url, headers={"Host": "localhost"}) as response:
+        assert response.status == 200
+
+
 async def test_page_and_assets_are_served(
     server: OverlayServer, http: aiohttp.ClientSession
 ) -> None:

@@ -9,7 +9,13 @@ import pytest
 from pamqp import decode as amqp_decode
 from pamqp import encode as amqp_encode
 
-from pipeline.job_queue import JobExpiredError, JobFailedError, ResultStream, ResultTimeoutError
+from pipeline.job_queue import (
+    JobExpiredError,
+    JobFailedError,
+    QueueOptions,
+    ResultStream,
+    ResultTimeoutError,
+)
 from pipeline.wire import (
     ERROR_EXPIRED,
     ERROR_POISON,
@@ -192,3 +198,14 @@ async def test_parts_arriving_while_the_requester_waits_wake_it() -> None:
     loop = asyncio.get_running_loop()
     loop.call_later(0.02, stream.deliver, _part(job, 0, last=True))
     assert [part.part for part in await stream.collect()] == [0]
+
+
+@pytest.mark.parametrize("persona", ["../etc", "/home/me/persona", "a/b", ".hidden", "x" * 101])
+def test_a_job_cannot_name_a_folder_on_the_workers_disk(persona: str) -> None:
+    with pytest.raises(ValueError, match="persona"):
+        type(make_job()).model_validate(make_job().model_dump() | {"persona": persona})
+
+
+def test_queue_options_never_show_the_broker_password() -> None:
+    options = QueueOptions(url="amqp://lipcast:hunter2pass@broker:5672/")
+    assert "hunter2pass" not in repr(options) and "hunter2pass" not in str(options)

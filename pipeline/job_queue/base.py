@@ -23,7 +23,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import ClassVar, Self
 
@@ -81,7 +81,7 @@ class DeliveryLostError(QueueError):
 class QueueOptions:
     """How a job queue is set up; ``lipcast.config.QueueSettings`` documents each field."""
 
-    url: str = "amqp://guest@127.0.0.1:5672/"  # RabbitMQ only; may hold a password
+    url: str = field(default="amqp://guest@127.0.0.1:5672/", repr=False)  # may hold a password
     name: str = "lipcast.render"  # the work queue; dead letters go to "<name>.dead"
     max_length: int = 100  # jobs waiting (not in progress) before submit raises QueueFullError
     max_priority: int = 9  # RabbitMQ x-max-priority

@@ -12,6 +12,7 @@ import heapq
 import itertools
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 from pipeline.job_queue.base import (
@@ -62,7 +63,8 @@ class MemoryJobQueue(JobQueue):
 
     def __init__(self, options: QueueOptions | None = None) -> None:
         super().__init__(options or QueueOptions())
-        self.dead_letters: list[DeadLetter] = []
+        # the newest dead letters, bounded like the broker's dead-letter queue
+        self.dead_letters: deque[DeadLetter] = deque(maxlen=self.options.dead_letter_max_length)
         self._ready: list[tuple[int, int, _Queued]] = []  # (-priority, arrival, job)
         self._arrival = itertools.count()
         self._streams: dict[str, ResultStream] = {}

@@ -132,7 +132,7 @@ class Transport:
     def _collect_memory_dead_letters(self) -> None:
         if isinstance(self.requester, MemoryJobQueue):
             seen = len(self._dead)
-            for letter in self.requester.dead_letters[seen:]:
+            for letter in list(self.requester.dead_letters)[seen:]:
                 self._dead.append(
                     DeadRecord(
                         reason=letter.reason,
