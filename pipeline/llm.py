@@ -24,21 +24,15 @@ import random
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
-from urllib.parse import urlsplit
+from typing import Any, ClassVar, Literal
 
 from pipeline.backends import BackendSpec
-from pipeline.errors import BackendError, ConfigError
-
-if TYPE_CHECKING:
-    from openai import AsyncOpenAI
+from pipeline.errors import BackendError
+from pipeline.openai_client import DEFAULT_BASE_URL, OpenAIEndpoint
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "gpt-4o-mini"  # the one documented default; any server's model name works
-DEFAULT_BASE_URL = "https://api.openai.com/v1"
-_PLACEHOLDER_KEY = "not-needed"  # local compatible servers ignore the key; the client wants one
-_RETRY_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529})
 
 LLM_BACKENDS: dict[str, BackendSpec] = {
     "openai": BackendSpec(
@@ -211,24 +205,24 @@ class OpenAIChatLLM(LLM):
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: Callable[[], float] = random.random,
     ) -> None:
-        if not api_key:
-            if urlsplit(base_url).hostname == "api.openai.com":
-                raise ConfigError(
-                    '[llm] backend = "openai" needs an API key: set OPENAI_API_KEY in the '
-                    "environment or in .env (never in bot.toml), or point [llm] base_url at a "
-                    "local OpenAI-compatible server such as http://127.0.0.1:11434/v1 (Ollama)"
-                )
-            api_key = _PLACEHOLDER_KEY
-        self.base_url = base_url.rstrip("/")
+        self._endpoint = OpenAIEndpoint(
+            base_url=base_url,
+            api_key=api_key,
+            timeout_s=timeout_s,
+            max_retries=0,  # retried here, where a partial reply is known
+            label="the language model",
+            needed_by='[llm] backend = "openai"',
+            base_url_key="[llm] base_url",
+            timeout_key="[llm] timeout_s",
+        )
+        self.base_url = self._endpoint.base_url
         self.model = model
         self.temperature = temperature
         self.max_tokens = max_tokens
         self.timeout_s = timeout_s
         self.retry = retry or RetryPolicy(retries=retries)
-        self._api_key = api_key
         self._sleep = sleep
         self._rng = rng
-        self._client: AsyncOpenAI | None = None
 
     def __repr__(self) -> str:
         return f"OpenAIChatLLM(base_url={self.base_url!r}, model={self.model!r})"
@@ -236,24 +230,8 @@ class OpenAIChatLLM(LLM):
     def describe(self) -> str:
         return f"{self.model} at {self.base_url}"
 
-    def _get_client(self) -> AsyncOpenAI:
-        if self._client is None:
-            import httpx2
-            from openai import AsyncOpenAI
-
-            self._client = AsyncOpenAI(
-                api_key=self._api_key,
-                base_url=self.base_url,
-                # read: the longest silence allowed, before the first token or between two
-                timeout=httpx2.Timeout(self.timeout_s, connect=min(self.timeout_s, 5.0)),
-                max_retries=0,  # retried here, where a partial reply is known
-            )
-        return self._client
-
     async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.close()
-            self._client = None
+        await self._endpoint.aclose()
 
     async def stream(
         self,
@@ -262,8 +240,8 @@ class OpenAIChatLLM(LLM):
         options: GenerationOptions | None = None,
         deadline: float | None = None,
     ) -> AsyncGenerator[str, None]:
-        import httpx2
-        import openai
+        client = await self._endpoint.client()
+        import openai  # loaded by client()
 
         options = options or GenerationOptions()
         request: dict[str, Any] = {
@@ -276,10 +254,11 @@ class OpenAIChatLLM(LLM):
         attempt = 0
         while True:
             attempt += 1
-            partial = False
+            answering = partial = False
             try:
                 reasoning = ReasoningFilter()
-                stream = await self._get_client().chat.completions.create(**request)
+                stream = await client.chat.completions.create(**request)
+                answering = True
                 try:
                     async for chunk in stream:
                         piece = reasoning.feed(_delta_text(chunk))
@@ -292,8 +271,12 @@ class OpenAIChatLLM(LLM):
                 finally:
                     await stream.close()
                 return
-            except (openai.OpenAIError, httpx2.HTTPError, ValueError) as err:
-                error = self._error(err, partial=partial, model=request["model"])
+            # openai raises its own errors for the transport too, mid-stream included;
+            # ValueError: a chunk that is not JSON or not shaped as documented.
+            except (openai.OpenAIError, ValueError) as err:
+                error = self._error(
+                    err, answering=answering, partial=partial, model=request["model"]
+                )
                 if partial or not error.transient or attempt > self.retry.retries:
                     raise error from err
                 retry_after = _retry_after(err)
@@ -316,77 +299,27 @@ class OpenAIChatLLM(LLM):
                 )
                 await self._sleep(delay)
 
-    def _where(self) -> str:
-        return f"the language model at {self.base_url}"
-
-    def _error(self, err: Exception, *, partial: bool, model: str) -> LLMError:
-        """Translate an ``openai``/``httpx2`` error into one that says what to do."""
-        import httpx2
-        import openai
-
-        where = self._where()
-        cut = " (the reply was cut off)" if partial else ""
-        if isinstance(err, openai.APITimeoutError | httpx2.TimeoutException):
-            return LLMError(
-                f"{where} sent nothing for {self.timeout_s:g} s{cut} ([llm] timeout_s)",
-                transient=True,
-                partial=partial,
-            )
-        if isinstance(err, openai.APIConnectionError | httpx2.TransportError):
-            reason = str(err.__cause__ or err) or type(err).__name__
-            return LLMError(
-                f"{where}: connection failed or dropped{cut} ({reason}); is [llm] base_url "
-                "right and the server up?",
-                transient=True,
-                partial=partial,
-            )
-        if isinstance(err, openai.APIStatusError):
-            return self._status_error(err, partial=partial, model=model)
-        if isinstance(err, openai.APIError):
-            return LLMError(
-                f"{where} reported an error mid-reply{cut}: {err.message}",
-                transient=True,
-                partial=partial,
-            )
+    def _error(self, err: Exception, *, answering: bool, partial: bool, model: str) -> LLMError:
+        """Translate an ``openai`` error or a malformed chunk into one that says what to do."""
         if isinstance(err, ValueError):
-            return LLMError(
-                f"{where} sent a malformed stream chunk{cut} ({type(err).__name__}: {err})",
-                transient=True,
-                partial=partial,
+            message = (
+                f"{self._endpoint.where} sent a malformed stream chunk "
+                f"({type(err).__name__}: {err})"
             )
-        return LLMError(f"{where} failed{cut}: {err}", partial=partial)
-
-    def _status_error(self, err: Any, *, partial: bool, model: str) -> LLMError:
-        status: int = err.status_code
-        where = self._where()
-        detail = _error_message(err.body)
-        suffix = f": {detail}" if detail else ""
-        if status in (401, 403):
-            return LLMError(
-                f"{where} refused the API key (HTTP {status}{suffix}): check OPENAI_API_KEY",
-                partial=partial,
-            )
-        if status == 429 and _error_code(err.body) == "insufficient_quota":
-            return LLMError(
-                f"{where}: the account's quota is used up (HTTP 429{suffix}); check billing",
-                partial=partial,
-            )
-        if status in _RETRY_STATUSES or status >= 500:
-            kind = "is rate limiting" if status == 429 else "failed"
-            return LLMError(
-                f"{where} {kind} (HTTP {status}{suffix})", transient=True, partial=partial
-            )
-        if status == 404:
-            return LLMError(
-                f"{where} has no model {model!r} or no chat-completions endpoint "
-                f"(HTTP 404{suffix}); check [llm] model and base_url (usually ending in /v1)",
-                partial=partial,
-            )
-        return LLMError(
-            f"{where} rejected the request (HTTP {status}{suffix}); check [llm] model "
-            f"{model!r}, temperature and max_tokens",
+            if partial:
+                message += "; the answer was cut off"
+            return LLMError(self._endpoint.redact(message), transient=True, partial=partial)
+        error = self._endpoint.error(
+            err,
+            not_found=(
+                f"check [llm] model {model!r} and base_url (usually ending in /v1; the server "
+                "needs a chat-completions endpoint)"
+            ),
+            rejected=f"check [llm] model {model!r}, temperature and max_tokens",
+            answering=answering,
             partial=partial,
         )
+        return LLMError(str(error), transient=error.transient, partial=partial)
 
 
 def _delta_text(chunk: Any) -> str:
@@ -411,23 +344,3 @@ def _retry_after(err: Exception) -> float | None:
     if headers is None:
         return None
     return parse_retry_after({key: value for key, value in headers.items()})
-
-
-def _error_code(body: object) -> str | None:
-    if isinstance(body, dict):
-        inner = body.get("error", body)
-        if isinstance(inner, dict):
-            code = inner.get("code") or inner.get("type")
-            return str(code) if code else None
-    return None
-
-
-def _error_message(body: object) -> str:
-    message: object = body
-    if isinstance(body, dict):
-        inner = body.get("error", body)
-        message = inner.get("message") if isinstance(inner, dict) else inner
-    if not isinstance(message, str):
-        return ""
-    message = " ".join(message.split())
-    return message if len(message) <= 200 else message[:197] + "..."

@@ -27,12 +27,10 @@ import re
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
-from pipeline.errors import BackendError, ConfigError
-
-if TYPE_CHECKING:
-    from openai import AsyncOpenAI
+from pipeline.errors import BackendError
+from pipeline.openai_client import OpenAIEndpoint
 
 log = logging.getLogger(__name__)
 moderation_log = logging.getLogger("lipcast.moderation")
@@ -261,36 +259,35 @@ class OpenAIModeration:
         model: str = "omni-moderation-latest",
         timeout_s: float = 5.0,
     ) -> None:
-        if not api_key and "api.openai.com" in base_url:
-            raise ConfigError(
-                "[safety] moderation = true needs OPENAI_API_KEY (in the environment or .env), "
-                "or [safety] moderation_base_url pointing at a compatible server"
-            )
-        self._base_url = base_url
-        self._api_key = api_key or "not-needed"
+        self._endpoint = OpenAIEndpoint(
+            base_url=base_url,
+            api_key=api_key,
+            timeout_s=timeout_s,
+            max_retries=1,
+            label="moderation",
+            needed_by="[safety] moderation = true",
+            base_url_key="[safety] moderation_base_url",
+            timeout_key="[safety] moderation_timeout_s",
+        )
         self._model = model
-        self._timeout_s = timeout_s
-        self._client: AsyncOpenAI | None = None
 
     def __repr__(self) -> str:
-        return f"OpenAIModeration(base_url={self._base_url!r}, model={self._model!r})"
+        return f"OpenAIModeration(base_url={self._endpoint.base_url!r}, model={self._model!r})"
 
     async def classify(self, text: str) -> ModerationResult:
-        import openai
+        client = await self._endpoint.client()
+        import openai  # loaded by client()
 
-        if self._client is None:
-            self._client = openai.AsyncOpenAI(
-                api_key=self._api_key,
-                base_url=self._base_url,
-                timeout=self._timeout_s,
-                max_retries=1,
-            )
         try:
-            response = await self._client.moderations.create(input=text, model=self._model)
+            response = await client.moderations.create(input=text, model=self._model)
         except openai.OpenAIError as err:
-            raise BackendError(
-                f"moderation at {self._base_url} failed: {type(err).__name__}: {err}",
-                transient=True,
+            raise self._endpoint.error(
+                err,
+                not_found=(
+                    f"check [safety] moderation_model {self._model!r} and moderation_base_url "
+                    "(the server needs a moderations endpoint)"
+                ),
+                rejected=f"check [safety] moderation_model {self._model!r}",
             ) from err
         flagged = False
         categories: list[str] = []
@@ -302,9 +299,7 @@ class OpenAIModeration:
         return ModerationResult(flagged=flagged, categories=tuple(sorted(set(categories))))
 
     async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.close()
-            self._client = None
+        await self._endpoint.aclose()
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -3,8 +3,9 @@
 It streams replies as server-sent events at a set token rate, as ``stream=True`` does, and can
 misbehave on purpose, one request at a time (:class:`Fault`): 429 with ``Retry-After``, 500, a
 stall, a connection dropped mid-stream, malformed chunks, an error event, a used-up quota, a
-refused key. It also answers ``POST /v1/moderations``. The tests talk to it with the real
-``openai`` client over real sockets; nothing of the package is replaced.
+refused key. It also answers ``POST /v1/moderations``, with a queue of faults of its own. The
+tests talk to it with the real ``openai`` client over real sockets; nothing of the package is
+replaced.
 
     stub = OpenAIStub(reply="Hello there. How are you?", tokens_per_s=200)
     base_url = await stub.start()        # http://127.0.0.1:PORT/v1
@@ -29,7 +30,7 @@ FaultKind = Literal[
     "rate_limit",  # 429 with Retry-After
     "quota",  # 429 insufficient_quota (not worth retrying)
     "server_error",  # 500
-    "unauthorized",  # 401
+    "unauthorized",  # 401, quoting the key it was sent back (as careless servers do)
     "stall",  # after `after_tokens` tokens, send nothing more
     "disconnect",  # after `after_tokens` tokens, drop the connection
     "malformed",  # after `after_tokens` tokens, send a chunk that is not JSON
@@ -113,6 +114,7 @@ class OpenAIStub:
         self.exchanges: list[Exchange] = []
         self.moderation_inputs: list[str] = []
         self.moderation_fails = 0  # answer this many moderation requests with 500
+        self.moderation_faults: list[Fault] = []  # status faults only: rate_limit ... unauthorized
         self._runner: web.AppRunner | None = None
         self._closing = asyncio.Event()
         self.base_url = ""
@@ -170,7 +172,7 @@ class OpenAIStub:
             "unauthorized",
         ):
             exchange.status = _fault_status(fault)
-            return _fault_response(fault)
+            return _fault_response(fault, _presented_key(request))
         text = self.reply(messages) if callable(self.reply) else self.reply
         if not body.get("stream"):
             return web.json_response(_completion(body["model"], text))
@@ -233,6 +235,8 @@ class OpenAIStub:
         if self.moderation_fails > 0:
             self.moderation_fails -= 1
             return _error(500, "moderation is down", "server_error")
+        if self.moderation_faults:
+            return _fault_response(self.moderation_faults.pop(0), _presented_key(request))
         inputs = body.get("input")
         texts = [inputs] if isinstance(inputs, str) else [str(item) for item in inputs or []]
         self.moderation_inputs.extend(texts)
@@ -304,7 +308,11 @@ def _fault_status(fault: Fault) -> int:
     )
 
 
-def _fault_response(fault: Fault) -> web.Response:
+def _presented_key(request: web.Request) -> str:
+    return request.headers.get("Authorization", "").removeprefix("Bearer ")
+
+
+def _fault_response(fault: Fault, api_key: str) -> web.Response:
     if fault.kind == "rate_limit":
         response = _error(429, "Rate limit reached; slow down", "requests", "rate_limit_exceeded")
         if fault.retry_after is not None:
@@ -315,5 +323,10 @@ def _fault_response(fault: Fault) -> web.Response:
             429, "You exceeded your current quota", "insufficient_quota", "insufficient_quota"
         )
     if fault.kind == "unauthorized":
-        return _error(401, "Incorrect API key provided", "invalid_request_error", "invalid_api_key")
+        return _error(
+            401,
+            f"Incorrect API key provided: {api_key}",
+            "invalid_request_error",
+            "invalid_api_key",
+        )
     return _error(fault.status or 500, "The server had an error", "server_error")

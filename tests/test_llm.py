@@ -139,18 +139,27 @@ async def test_a_stall_before_the_first_token_times_out_and_is_retried(stub: Ope
     assert 0.3 <= time.monotonic() - started < 2.0
 
 
-@pytest.mark.parametrize("kind", ["stall", "disconnect", "malformed", "error_event"])
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("stall", r"sent nothing for 0\.3 s \(\[llm\] timeout_s\)"),
+        ("disconnect", "broke off while answering"),
+        ("malformed", "malformed stream chunk"),
+        ("error_event", "reported an error: the model is overloaded"),
+    ],
+)
 async def test_a_fault_mid_stream_keeps_what_was_said_and_is_not_repeated(
-    stub: OpenAIStub, kind: str
+    stub: OpenAIStub, kind: str, message: str
 ) -> None:
     stub.faults.append(Fault(kind=kind, after_tokens=4))  # type: ignore[arg-type]
     llm = llm_for(stub, timeout_s=0.3)
     received: list[str] = []
-    with pytest.raises(LLMError) as caught:
+    with pytest.raises(LLMError, match=message) as caught:
         async for piece in llm.stream(MESSAGES):
             received.append(piece)
     await llm.aclose()
     assert caught.value.partial and caught.value.transient
+    assert str(caught.value).endswith("the answer was cut off")
     assert "".join(received) == "".join(stub.exchanges[0].tokens)
     assert REPLY.startswith("".join(received)) and received
     assert len(stub.exchanges) == 1  # a retry would have repeated the start of the reply
@@ -191,6 +200,27 @@ async def test_connection_refused_says_what_to_check(refused_url: str) -> None:
 def test_openai_without_a_key_is_refused_at_start() -> None:
     with pytest.raises(ConfigError, match="OPENAI_API_KEY"):
         OpenAIChatLLM(base_url="https://api.openai.com/v1")
+    with pytest.raises(ConfigError, match=r"\[llm\] base_url"):
+        OpenAIChatLLM(base_url="HTTPS://API.OpenAI.com/v1/", api_key="")
+
+
+def test_other_servers_need_no_key() -> None:
+    """Only the host counts: "api.openai.com" elsewhere in the URL is another server."""
+    for base_url in (
+        "http://127.0.0.1:11434/v1",
+        "http://127.0.0.1:8080/api.openai.com/v1",
+        "https://api.openai.com.example.net/v1",
+    ):
+        assert OpenAIChatLLM(base_url=base_url).base_url == base_url
+
+
+async def test_a_refused_key_is_never_echoed(stub: OpenAIStub) -> None:
+    secret = "sk-proj-0123456789abcdefSECRET"
+    stub.faults.append(Fault(kind="unauthorized"))  # the stub quotes the key it was sent
+    llm = OpenAIChatLLM(base_url=stub.base_url, api_key=secret, model="stub-model")
+    with pytest.raises(LLMError, match=r"Incorrect API key provided: \*\*\*") as caught:
+        await collect(llm)
+    assert secret not in str(caught.value) and secret not in repr(caught.value)
 
 
 def test_the_api_key_never_shows_in_repr() -> None:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import pytest
 
 from pipeline.conversation import FALLBACK_LINES, NEUTRAL_LINES, ConversationOptions
+from pipeline.errors import BackendError, ConfigError
 from pipeline.llm import OpenAIChatLLM, RetryPolicy
 from pipeline.safety import (
     OpenAIModeration,
@@ -30,7 +31,7 @@ from pipeline.safety import (
     secrets_from_environment,
 )
 from tests.conversation_support import RecordingSink, cohost, running_pipeline, say
-from tests.openai_stub import OpenAIStub, last_user_text
+from tests.openai_stub import Fault, OpenAIStub, last_user_text
 
 PHRASES = ["kill yourself", "stream key", "buy followers", "system prompt"]
 
@@ -302,6 +303,35 @@ async def test_moderation_down(stub: OpenAIStub, fail_closed: bool) -> None:
     async with running_pipeline(llm=make_llm(stub), safety=safety) as p:
         report = await p.conversation.respond(say("hello"), "hello")
     assert report.outcome == ("rejected" if fail_closed else "completed")
+
+
+def test_moderation_needs_a_key_only_for_openai_itself() -> None:
+    with pytest.raises(ConfigError, match=r"OPENAI_API_KEY.*\[safety\] moderation_base_url"):
+        OpenAIModeration(base_url="https://api.openai.com/v1", api_key=None)
+    # the host decides, not a substring of the URL
+    OpenAIModeration(base_url="http://127.0.0.1:8080/api.openai.com/v1", api_key=None)
+
+
+async def test_moderation_errors_say_what_to_do_and_hide_the_key(stub: OpenAIStub) -> None:
+    secret = "sk-proj-0123456789abcdefSECRET"
+    moderator = OpenAIModeration(base_url=stub.base_url, api_key=secret, timeout_s=2.0)
+    stub.moderation_faults.append(Fault(kind="unauthorized"))  # the stub quotes the key
+    with pytest.raises(BackendError, match="check OPENAI_API_KEY") as refused:
+        await moderator.classify("hello")
+    stub.moderation_faults.extend([Fault(kind="quota")] * 2)  # openai's client tries a 429 twice
+    with pytest.raises(BackendError, match="billing") as quota:
+        await moderator.classify("hello")
+    await moderator.aclose()
+    assert not refused.value.transient and not quota.value.transient
+    assert secret not in str(refused.value) and "***" in str(refused.value)
+
+
+async def test_moderation_unreachable_is_transient_and_names_the_setting(refused_url: str) -> None:
+    moderator = OpenAIModeration(base_url=refused_url + "/v1", api_key=None, timeout_s=1.0)
+    with pytest.raises(BackendError, match=r"\[safety\] moderation_base_url") as caught:
+        await moderator.classify("hello")
+    await moderator.aclose()
+    assert caught.value.transient
 
 
 def test_matching_is_bounded_on_hostile_input() -> None:

@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import numpy as np
+import openai
 import pytest
 from aiohttp import web
 
@@ -233,6 +234,8 @@ async def test_server_that_stalls_mid_stream_times_out(serve_app: ServeApp) -> N
     assert received  # what came before the stall was delivered
     assert caught.value.transient
     assert "timeout" in str(caught.value)
+    # the HTTP library's own error is raised as openai's, as openai does for event streams
+    assert isinstance(caught.value.__cause__, openai.APITimeoutError)
 
 
 async def test_server_that_hangs_up_before_answering() -> None:
@@ -250,6 +253,8 @@ async def test_server_that_hangs_up_mid_body() -> None:
         error = await failure(backend(url))
     assert error.transient
     assert "broke off" in str(error)
+    assert isinstance(error.__cause__, openai.APIConnectionError)
+    assert "peer closed connection" in str(error)  # the transport's own words, as the reason
 
 
 async def test_html_instead_of_audio_points_at_base_url(serve_app: ServeApp) -> None:
