@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import importlib.metadata
 import importlib.util
+import logging
 import shutil
 import socket
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from lipcast.config import SECRET_VARIABLES
 from lipcast.wiring import build_clip_renderer, persona_from_settings
 from pipeline.errors import LipcastError
 from pipeline.job_queue.rabbitmq import safe_url
+from pipeline.openai_client import needs_api_key
 from pipeline.tts import TTS_BACKENDS
 
 if TYPE_CHECKING:
@@ -99,7 +101,12 @@ def checks(context: Context) -> list[Check]:
                     spec.description + (" (selected)" if chosen else ""),
                 )
             )
-    if settings.tts.backend == "openai" and secrets.openai_api_key is None:
+    openai_tts = settings.tts.openai
+    if (
+        settings.tts.backend == "openai"
+        and needs_api_key(openai_tts.base_url)
+        and secrets.openai_api_key is None
+    ):
         found.append(Check("FAIL", "tts.openai", "OPENAI_API_KEY is not set (environment or .env)"))
     if settings.tts.backend == "silero":
         problem = _reachable(settings.tts.silero.url, 80)
@@ -145,7 +152,7 @@ def _llm(settings: Settings, secrets: Secrets) -> Check:
     llm = settings.llm
     if llm.backend == "none":
         return Check("info", "llm", 'none: chat is read aloud ([llm] backend = "openai" to talk)')
-    if "api.openai.com" in llm.base_url and secrets.openai_api_key is None:
+    if needs_api_key(llm.base_url) and secrets.openai_api_key is None:
         return Check("FAIL", "llm", "OPENAI_API_KEY is not set (environment or .env)")
     port = 443 if llm.base_url.startswith("https") else 80
     problem = _reachable(llm.base_url, port)
@@ -164,11 +171,19 @@ def _broker(settings: Settings, secrets: Secrets) -> Check:
         connection = await asyncio.wait_for(aio_pika.connect(url), timeout=5)
         await connection.close()
 
+    quiet = logging.getLogger("aiormq")  # it logs each failed attempt; the report says it once
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)
     try:
         asyncio.run(connect())
     except Exception as err:  # noqa: BLE001 - any failure is the report
-        detail = f"{shown}: cannot connect ({type(err).__name__})"
+        reason = " ".join(str(err).split())[:160] or type(err).__name__
+        for secret in [url, *secrets.values()]:
+            reason = reason.replace(secret, "***")
+        detail = f"{shown}: cannot connect ({reason})"
         return Check("FAIL" if chosen else "info", "broker", detail)
+    finally:
+        quiet.setLevel(level)
     use = "in use" if chosen else 'not in use: [queue] backend = "memory"'
     return Check("ok" if chosen else "info", "broker", f"{shown}: reachable ({use})")
 
