@@ -1,11 +1,15 @@
 """Composition: build the configured backends and parts from settings and secrets.
 
 This is the one place that knows which backend class takes which settings; everything else
-receives ready objects.
+receives ready objects. Commands and benchmarks build their parts here: the render side (TTS,
+renderer, encoder, job handler), the job queue, the overlay server, and the conversation side
+(the language model, the safety guard, the chat filter, the viewer memory, the conversation).
+Nothing here starts or opens what it builds.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +21,14 @@ from obs_overlay.events import PageOptions
 from obs_overlay.server import OverlayError, OverlayServer, PlaybackCallback
 from personas import Persona, load_persona
 from pipeline.backends import load_backend
+from pipeline.conversation import ClipSink, Conversation, ConversationOptions
 from pipeline.errors import ConfigError
+from pipeline.filters import ChatFilter, FilterRules
 from pipeline.job_queue import JobQueue, QueueOptions, open_job_queue
+from pipeline.llm import LLM, LLM_BACKENDS
+from pipeline.memory import ViewerMemory
 from pipeline.render import ClipRenderer, RenderJobHandler
+from pipeline.safety import OpenAIModeration, SafetyGuard, secrets_from_environment
 from pipeline.tts import TTS, TTS_BACKENDS
 
 
@@ -39,9 +48,40 @@ def build_tts(settings: Settings, secrets: Secrets) -> TTS:
 
 def build_renderer(settings: Settings) -> Renderer:
     """The lip-sync renderer named by ``[render] renderer``."""
+    render = settings.render
+    if render.renderer == "wav2lip":
+        import importlib.util
+
+        from lipsync.wav2lip import CHECKPOINT_HELP
+        from pipeline.errors import MissingDependencyError
+
+        config = render.wav2lip
+        needed = ("torch",) if config.runtime == "torch" else ("torch", "onnxruntime", "onnx")
+        for module in needed:
+            if importlib.util.find_spec(module) is None:
+                raise MissingDependencyError(
+                    "the wav2lip renderer", package=module, extra="wav2lip"
+                )
+        if config.checkpoint is None or not config.checkpoint.is_file():
+            problem = (
+                "is not set"
+                if config.checkpoint is None
+                else f"= '{config.checkpoint}': no such file"
+            )
+            raise ConfigError(f"[render.wav2lip] checkpoint {problem}; {CHECKPOINT_HELP}")
+        from lipsync.wav2lip.renderer import Wav2LipRenderer
+
+        return Wav2LipRenderer(
+            checkpoint=config.checkpoint,
+            fps=render.fps,
+            size=render.size,
+            device=config.device,
+            runtime=config.runtime,
+            batch_size=config.batch_size,
+        )
     from lipsync.sprite import SpriteRenderer
 
-    return SpriteRenderer(fps=settings.render.fps, size=settings.render.size)
+    return SpriteRenderer(fps=render.fps, size=render.size)
 
 
 def encode_options(settings: Settings) -> EncodeOptions:
@@ -141,3 +181,113 @@ def build_overlay_server(
         )
     except OverlayError as err:
         raise ConfigError(f"{err} (check overlay.idle_image and overlay.idle_video)") from err
+
+
+# -- the conversation side -------------------------------------------------------------------
+
+
+def build_llm(settings: Settings, secrets: Secrets) -> LLM | None:
+    """The model ``[llm] backend`` names, or None for read-aloud mode."""
+    config = settings.llm
+    if config.backend == "none":
+        return None
+    cls = load_backend("LLM", config.backend, LLM_BACKENDS)
+    key = secrets.openai_api_key.get_secret_value() if secrets.openai_api_key else None
+    llm: LLM = cls(
+        base_url=config.base_url,
+        model=config.model,
+        temperature=config.temperature,
+        max_tokens=config.max_tokens,
+        timeout_s=config.timeout_s,
+        retries=config.retries,
+        api_key=key,
+    )
+    return llm
+
+
+def build_safety(settings: Settings, secrets: Secrets, persona: Persona) -> SafetyGuard:
+    """Blocked phrases of the persona and ``[safety]``, every secret, the optional moderator."""
+    config = settings.safety
+    moderator = None
+    if config.moderation:
+        key = secrets.openai_api_key.get_secret_value() if secrets.openai_api_key else None
+        moderator = OpenAIModeration(
+            base_url=config.moderation_base_url,
+            api_key=key,
+            model=config.moderation_model,
+            timeout_s=config.moderation_timeout_s,
+        )
+    return SafetyGuard.build(
+        phrases=[*persona.spec.safety.blocked_phrases, *config.blocked_phrases],
+        secrets=[*secrets.values(), *secrets_from_environment()],
+        moderator=moderator,
+        moderate_replies=config.moderate_replies,
+        fail_closed=config.moderation_fail_closed,
+    )
+
+
+def filter_rules(settings: Settings) -> FilterRules:
+    """What the chat filter lets through, from ``[chat]``."""
+    chat = settings.chat
+    return FilterRules(
+        max_chars=chat.max_chars,
+        too_long=chat.too_long,
+        user_cooldown_s=chat.user_cooldown_s,
+        global_per_minute=chat.global_per_minute,
+        duplicate_window_s=chat.duplicate_window_s,
+        blocked_users=tuple(chat.blocked_users),
+        blocked_words=tuple(chat.blocked_words),
+        moderators_exempt=chat.moderators_exempt,
+    )
+
+
+def conversation_options(settings: Settings, **overrides: Any) -> ConversationOptions:
+    """How turns run, from ``[chat]``, ``[llm]`` and ``[memory]``; ``overrides`` win."""
+    chat = settings.chat
+    values: dict[str, Any] = {
+        "deadline_s": chat.deadline_s,
+        "max_pending": chat.max_pending,
+        "read_aloud_names": chat.read_aloud_names,
+        "sentence_min_chars": chat.sentence_min_chars,
+        "sentence_soft_max_chars": chat.sentence_soft_max_chars,
+        "sentence_hard_max_chars": chat.sentence_hard_max_chars,
+        "first_sentence_soft_max_chars": chat.first_sentence_soft_max_chars,
+        "fallback_line": settings.llm.fallback_line or None,
+        "remember": settings.memory.enabled,
+    }
+    values.update(overrides)
+    return ConversationOptions(**values)
+
+
+def build_viewer_memory(settings: Settings) -> ViewerMemory | None:
+    """The viewer memory ``[memory]`` describes (not yet opened), or None when it is off."""
+    config = settings.memory
+    if not config.enabled:
+        return None
+    return ViewerMemory(
+        config.path, budget_chars=config.budget_chars, max_viewers=config.max_viewers
+    )
+
+
+def build_conversation(
+    settings: Settings,
+    secrets: Secrets,
+    *,
+    persona: Persona,
+    queue: JobQueue,
+    sinks: Sequence[ClipSink],
+    llm: LLM | None,
+    memory: ViewerMemory | None,
+    **options: Any,
+) -> Conversation:
+    """The conversation pipeline as bot.toml configures it; ``options`` override ``[chat]``."""
+    return Conversation(
+        persona=persona,
+        queue=queue,
+        chat_filter=ChatFilter(filter_rules(settings)),
+        safety=build_safety(settings, secrets, persona),
+        sinks=sinks,
+        llm=llm,
+        memory=memory,
+        options=conversation_options(settings, **options),
+    )

@@ -19,6 +19,9 @@ chat messages aloud instead: the same path from sentences on.
 results are dropped and the sinks are told. A turn whose first clip would be ready after its
 deadline is dropped. Every turn ends with a :class:`TurnReport` (with :class:`TurnTimings`),
 logged as one line on the ``lipcast.turns`` logger.
+
+Viewer memory is a help, never a condition: when it fails (a locked or full database), the
+turn goes on without it and the reply is still spoken; the failure is logged once per outage.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, TypeVar
 
 from personas import Persona
 from pipeline.errors import LipcastError
@@ -49,7 +52,7 @@ from pipeline.job_queue.base import (
     ResultStream,
 )
 from pipeline.llm import LLM, GenerationOptions, LLMError
-from pipeline.memory import ViewerMemory
+from pipeline.memory import Remembered, ViewerMemory
 from pipeline.prompts import build_messages, check_template, safe_viewer_name
 from pipeline.safety import SafetyGuard, Verdict, moderation_log
 from pipeline.sentences import Sentence, SentenceSplitter
@@ -59,6 +62,8 @@ from pipeline.wire import RenderJob
 
 log = logging.getLogger(__name__)
 turn_log = logging.getLogger("lipcast.turns")
+
+_T = TypeVar("_T")
 
 Mode = Literal["reply", "read_aloud"]
 Outcome = Literal[
@@ -259,6 +264,7 @@ class Conversation:
         self._closed = False
         self._current: tuple[str, asyncio.Task[None]] | None = None
         self._skip_requested: set[str] = set()
+        self._memory_down = False  # the last use of the viewer memory failed
         if llm is not None:
             check_template(persona)  # a broken prompt template fails at start-up
 
@@ -292,7 +298,7 @@ class Conversation:
             command = _COMMAND.match(utterance.text.strip())
             if command is not None:
                 return await self._command(utterance, command.group(1).lower(), command.group(2))
-        result = self.chat_filter.check(utterance)
+        result = self.chat_filter.judge(utterance)
         if not result.accepted:
             return Admission(accepted=False, reason=result.reason, detail=result.detail)
         verdict = self.safety.check_text(result.text)
@@ -304,6 +310,8 @@ class Conversation:
             return Admission(
                 accepted=False, reason="busy", detail=f"{len(self._pending)} messages waiting"
             )
+        # Only a message taken starts the viewer's cooldown: one refused above can be resent.
+        self.chat_filter.commit(utterance, result)
         heapq.heappush(
             self._pending,
             _Pending((-utterance.priority, next(self._arrivals)), utterance, result.text),
@@ -315,7 +323,15 @@ class Conversation:
     async def _command(self, utterance: Utterance, name: str, argument: str) -> Admission:
         viewer = utterance.viewer
         if name == "forget":
-            removed = await self.memory.forget(viewer) if self.memory is not None else 0
+            try:
+                removed = await self.memory.forget(viewer) if self.memory is not None else 0
+            except LipcastError as err:
+                log.warning("could not forget %s at their request: %s", viewer, err)
+                return Admission(
+                    accepted=False,
+                    reason="command",
+                    detail="could not forget now (memory unavailable); try again in a while",
+                )
             log.info("forgot %s at their request (%d records)", viewer, removed)
             return Admission(accepted=False, reason="command", detail=f"forgot {removed} records")
         allowed = self.persona.spec.languages or [self.persona.spec.language]
@@ -327,7 +343,16 @@ class Conversation:
                 detail=f"{self.persona.name} speaks {', '.join(allowed)}",
             )
         if self.memory is not None:
-            await self.memory.set_language(viewer, code)
+            try:
+                await self.memory.set_language(viewer, code)
+            except LipcastError as err:
+                self._memory_failed(err, f"the language {viewer} asked for is not kept")
+                return Admission(
+                    accepted=False,
+                    reason="command",
+                    detail=f"could not set the language to {code} now; try again in a while",
+                )
+            self._memory_works()
         return Admission(accepted=False, reason="command", detail=f"language set to {code}")
 
     # -- running turns ------------------------------------------------------------------
@@ -403,6 +428,19 @@ class Conversation:
 
     # -- helpers the turn uses ----------------------------------------------------------
 
+    def _memory_failed(self, err: LipcastError, consequence: str) -> None:
+        """Log a memory failure: a warning when an outage starts, then quietly until it ends."""
+        if self._memory_down:
+            log.debug("viewer memory still failing: %s; %s", err, consequence)
+        else:
+            log.warning("%s; %s (said once until memory works again)", err, consequence)
+        self._memory_down = True
+
+    def _memory_works(self) -> None:
+        if self._memory_down:
+            self._memory_down = False
+            log.info("viewer memory works again")
+
     def _log_blocked(
         self, what: str, utterance: Utterance, turn_id: str | None, verdict: Verdict, text: str
     ) -> None:
@@ -438,6 +476,8 @@ class _TurnRun:
         self.said = ""
         self.seq = 0
         self.info: TurnInfo | None = None  # set once the sinks were told the turn began
+        self.without_memory = False  # memory failed once in this turn: not asked again
+        self.used_memory = False  # memory answered at least once in this turn
         persona = conversation.persona
         self.cap = conversation.options.max_sentences or persona.spec.reply.max_sentences + 1
         self.char_cap = int(persona.spec.reply.max_chars * 1.5)
@@ -452,11 +492,10 @@ class _TurnRun:
             report.error = "the message waited past its deadline"
             return
         utterance = report.utterance
-        if c.memory is not None:
-            preferred = await c.memory.language(utterance.viewer)
-            allowed = c.persona.spec.languages or [c.persona.spec.language]
-            if preferred in allowed:
-                self.language = preferred
+        preferred = await self.recall(lambda memory: memory.language(utterance.viewer), None)
+        allowed = c.persona.spec.languages or [c.persona.spec.language]
+        if preferred in allowed:
+            self.language = preferred
         verdict = await c.safety.check_viewer(self.text)  # the moderator, when configured
         if not verdict.ok:
             c._log_blocked("message", utterance, report.turn_id, verdict, self.text)
@@ -499,16 +538,31 @@ class _TurnRun:
             for sink in c.sinks:
                 await _call_sink(sink.turn_ended(self.info, report), sink, "turn_ended")
         if (
-            c.memory is not None
-            and c.options.remember
+            c.options.remember
             and report.mode == "reply"
             and report.outcome in ("completed", "partial", "skipped")
             and self.said
         ):
-            try:
-                await c.memory.remember(report.utterance.viewer, self.text, self.said)
-            except LipcastError as err:
-                log.warning("could not remember turn %s: %s", report.turn_id, err)
+            viewer, said = report.utterance.viewer, self.said
+            await self.recall(lambda memory: memory.remember(viewer, self.text, said), None)
+        if self.used_memory and not self.without_memory:
+            # Judged per turn: reads may pass while writes still fail (another writer's lock).
+            c._memory_works()
+
+    async def recall(self, use: Callable[[ViewerMemory], Awaitable[_T]], default: _T) -> _T:
+        """``use(memory)``, or ``default`` without a memory or when it fails: a failure never
+        ends the turn, and the turn does not ask a failing memory again."""
+        memory = self.c.memory
+        if memory is None or self.without_memory:
+            return default
+        try:
+            value = await use(memory)
+        except LipcastError as err:
+            self.without_memory = True
+            self.c._memory_failed(err, f"turn {self.report.turn_id} is answered without it")
+            return default
+        self.used_memory = True
+        return value
 
     # -- producer: model tokens -> sentences -> jobs ------------------------------------
 
@@ -537,7 +591,9 @@ class _TurnRun:
 
     async def _reply(self, llm: LLM) -> None:
         c, report = self.c, self.report
-        history = await c.memory.history(report.utterance.viewer) if c.memory else []
+        viewer = report.utterance.viewer
+        nothing: list[Remembered] = []
+        history = await self.recall(lambda memory: memory.history(viewer), nothing)
         messages = build_messages(
             c.persona,
             viewer_name=self.viewer_name,

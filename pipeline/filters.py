@@ -6,6 +6,9 @@ words (matched in every disguise, see :mod:`pipeline.safety`), duplicate suppres
 per-viewer cooldown and a global rate. Every rejection is logged with its reason on the
 ``pipeline.filters`` logger and returned as a :class:`FilterResult`, so an adapter can tell
 the viewer why (or stay silent). Moderators may skip the cooldown, rate and duplicate checks.
+
+Judging a message (:meth:`ChatFilter.judge`) changes nothing; only :meth:`ChatFilter.commit`,
+called once the message is really taken, starts the cooldown and uses a rate slot.
 """
 
 from __future__ import annotations
@@ -127,12 +130,15 @@ class ChatFilter:
             )
             self._blocked_words = PhraseMatcher(self.rules.blocked_words)
 
-    def check(self, utterance: Utterance) -> FilterResult:
-        """Judge one message; an accepted one starts the viewer's cooldown."""
+    def judge(self, utterance: Utterance) -> FilterResult:
+        """Judge one message without recording anything (a rejection is logged).
+
+        Call :meth:`commit` once the message is really taken: only then does it start the
+        viewer's cooldown, use a slot of the global rate and become a duplicate to refuse.
+        A message refused later (busy, unsafe) leaves no trace, so the viewer can send it again.
+        """
         result = self._judge(utterance)
-        if result.accepted:
-            self._record(utterance, result.text)
-        else:
+        if not result.accepted:
             log.info(
                 "not answering %s (%s): %s%s",
                 utterance.viewer,
@@ -140,6 +146,20 @@ class ChatFilter:
                 result.reason,
                 f" ({result.detail})" if result.detail else "",
             )
+        return result
+
+    def commit(self, utterance: Utterance, result: FilterResult) -> None:
+        """Record a message :meth:`judge` accepted and the caller took (cooldown, rate, dups)."""
+        if not result.accepted:
+            raise ValueError(f"only an accepted message is committed, not a {result.reason!r} one")
+        self._record(utterance, result.text)
+
+    def check(self, utterance: Utterance) -> FilterResult:
+        """:meth:`judge` and, when accepted, :meth:`commit` at once: for a caller that takes
+        every message the filter accepts."""
+        result = self.judge(utterance)
+        if result.accepted:
+            self.commit(utterance, result)
         return result
 
     def _judge(self, utterance: Utterance) -> FilterResult:

@@ -6,7 +6,9 @@ to a budget of characters so a prompt never grows without bound, and the viewer'
 language. :meth:`ViewerMemory.forget` erases everything about one viewer (``lipcast forget``).
 
 SQLite is the standard library's; every statement runs on one dedicated thread, off the event
-loop, so a slow disk never stalls a stream.
+loop, so a slow disk never stalls a stream. A failing statement (a lock held too long by another
+program, a full or read-only disk) raises :class:`~pipeline.errors.BackendError` naming the
+database; the caller decides whether to go on without memory.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, TypeVar
 
-from pipeline.errors import ConfigError
+from pipeline.errors import BackendError, ConfigError
 from pipeline.utterance import ViewerKey
 
 _T = TypeVar("_T")
@@ -49,6 +51,19 @@ CREATE INDEX IF NOT EXISTS messages_by_viewer ON messages (platform, channel, us
 """
 
 
+# What to do about a failing statement, by SQLite's primary result code.
+_HINTS = {
+    "SQLITE_BUSY": "another program holds it locked: a database browser, a backup?",
+    "SQLITE_LOCKED": "another connection holds it locked",
+    "SQLITE_FULL": "its disk is full",
+    "SQLITE_READONLY": "it or its folder is read-only",
+    "SQLITE_IOERR": "its disk failed to read or write",
+    "SQLITE_CANTOPEN": "the file cannot be opened; check the path and its permissions",
+    "SQLITE_CORRUPT": "the file is damaged; move it away to start a new one",
+    "SQLITE_NOTADB": "the file is not a SQLite database; move it away to start a new one",
+}
+
+
 @dataclass(frozen=True, kw_only=True)
 class Remembered:
     """One remembered message of a conversation with a viewer."""
@@ -67,13 +82,17 @@ class ViewerMemory:
         *,
         budget_chars: int = 2000,
         max_viewers: int = 10_000,
+        lock_timeout_s: float = 5.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        """``lock_timeout_s``: how long a statement waits for another connection's lock
+        before it fails."""
         if budget_chars < 1 or max_viewers < 1:
             raise ValueError("budget_chars and max_viewers must be at least 1")
         self.path = path
         self.budget_chars = budget_chars
         self.max_viewers = max_viewers
+        self.lock_timeout_s = lock_timeout_s
         self._clock = clock
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lipcast-memory")
         self._db: sqlite3.Connection | None = None
@@ -125,7 +144,21 @@ class ViewerMemory:
 
     async def _run(self, function: Callable[..., _T], *args: object) -> _T:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, function, *args)
+        try:
+            return await loop.run_in_executor(self._executor, function, *args)
+        except sqlite3.Error as err:
+            raise self._failure(err) from err
+
+    def _failure(self, err: sqlite3.Error) -> BackendError:
+        """``err`` as a lipcast error naming the database and what may help."""
+        primary = "_".join(getattr(err, "sqlite_errorname", "").split("_")[:2])  # SQLITE_IOERR
+        hint = _HINTS.get(primary, "check the file and its disk")
+        # OperationalError covers what may pass: a lock, a full or read-only disk, I/O.
+        transient = isinstance(err, sqlite3.OperationalError)
+        return BackendError(
+            f"viewer memory {str(self.path)!r} ([memory] path): SQLite failed: {err} ({hint})",
+            transient=transient,
+        )
 
     def _connection(self) -> sqlite3.Connection:
         if self._db is None:
@@ -138,19 +171,32 @@ class ViewerMemory:
             return
         target = str(self.path)
         if target != ":memory:":
-            folder = Path(target).expanduser().parent
+            target = str(Path(target).expanduser())
+            folder = Path(target).parent
             try:
                 folder.mkdir(parents=True, exist_ok=True)
             except OSError as err:
                 raise ConfigError(
                     f"[memory] path = {target!r}: cannot create its folder: {err.strerror or err}"
                 ) from err
+        db = sqlite3.connect(target, timeout=self.lock_timeout_s, isolation_level=None)
         try:
-            db = sqlite3.connect(target, isolation_level=None)
+            self._prepare(db, target)
+        except BaseException:
+            db.close()
+            raise
+        self._db = db
+
+    @staticmethod
+    def _prepare(db: sqlite3.Connection, target: str) -> None:
+        """WAL mode, the tables, and a check that the file is this version's."""
+        try:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             db.executescript(_SCHEMA)
             row = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+        except sqlite3.OperationalError:
+            raise  # a lock or the disk, not the file's content: reported by _run
         except sqlite3.DatabaseError as err:
             raise ConfigError(
                 f"[memory] path = {target!r}: not a usable SQLite database ({err}); move it "
@@ -159,12 +205,10 @@ class ViewerMemory:
         if row is None:
             db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
         elif row[0] != str(SCHEMA_VERSION):
-            db.close()
             raise ConfigError(
                 f"[memory] path = {target!r}: written by another lipcast version (schema "
                 f"{row[0]}, this one reads {SCHEMA_VERSION}); move it away to start a new one"
             )
-        self._db = db
 
     def _close_sync(self) -> None:
         if self._db is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
 import os
 import sys
 from collections.abc import AsyncIterator
@@ -227,3 +228,157 @@ async def test_clips_reach_the_obs_overlay_and_a_skip_there_stops_the_turn() -> 
     assert overlay.published == [0, 1, 2]  # the third clip found its turn skipped
     assert report.outcome == "skipped"
     assert overlay.is_cancelled(report.turn_id)
+
+
+# -- lipcast run when something is wrong -----------------------------------------------------
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def test_an_unwritable_output_dir_stops_lipcast_run_before_anything_starts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lipcast.cli import main
+
+    not_a_folder = tmp_path / "clips.txt"
+    not_a_folder.write_text("a file where the clips' folder should go\n", encoding="utf-8")
+    memory = tmp_path / "memory.sqlite3"
+    config = tmp_path / "bot.toml"
+    config.write_text(
+        f"""
+[output]
+dir = "{not_a_folder / "clips"}"
+
+[memory]
+path = "{memory}"
+
+[queue]
+backend = "rabbitmq"
+url = "amqp://guest@127.0.0.1:{_free_port()}/"
+
+[overlay]
+enabled = false
+""",
+        encoding="utf-8",
+    )
+    monkeypatch.delenv("LIPCAST_AMQP_URL", raising=False)
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", root.handlers[:])  # main() sets up its own logging
+    monkeypatch.setattr(root, "level", root.level)
+    assert main(["-c", str(config), "run"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err  # one line
+    assert err.startswith("lipcast: error: [output] dir = ")
+    assert str(not_a_folder / "clips") in err and "Not a directory" in err
+    assert not memory.exists()  # checked before the memory file was created (or the broker)
+
+
+async def test_a_clip_that_cannot_be_written_is_one_log_line_and_the_turn_goes_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from lipcast.commands.run import FolderSink
+    from pipeline.conversation import Clip, TurnInfo
+    from tests.conversation_support import say
+
+    blocker = tmp_path / "disk"
+    blocker.write_text("a file where a folder should be\n", encoding="utf-8")
+    folder = blocker / "clips"
+    out = io.StringIO()
+    sink = FolderSink(folder, out=out)
+    turn = TurnInfo(
+        turn_id="t1", utterance=say("hi"), viewer_name="ada", language="en", mode="reply"
+    )
+    clip = Clip(
+        turn=turn, seq=0, text="Hello!", media=b"MP4", content_type="video/mp4", duration_s=1.0,
+        timings={},
+    )  # fmt: skip
+    with caplog.at_level(logging.WARNING, logger="lipcast.commands.run"):
+        assert await sink.clip_ready(clip) is True  # the overlay and the chat still get it
+        assert await sink.clip_ready(clip) is True
+    records = [r for r in caplog.records if r.name == "lipcast.commands.run"]
+    assert len(records) == 2  # one line per failure
+    assert all(r.exc_info is None for r in records)
+    line = records[0].getMessage()
+    assert "t1-00.mp4" in line and str(folder) in line and "Not a directory" in line
+    assert sink.written == [] and out.getvalue() == ""
+
+
+_BROKEN_TURNS = """
+import sys
+
+import pipeline.conversation
+
+
+async def run(self):
+    raise RuntimeError("the turn loop broke")
+
+
+pipeline.conversation.Conversation.run = run
+from lipcast.cli import main
+
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+async def test_lipcast_run_exits_with_one_line_when_the_conversation_stops(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "bot.toml"
+    config.write_text(
+        f"""
+[render]
+size = 128
+
+[output]
+dir = "{tmp_path / "clips"}"
+
+[memory]
+path = "{tmp_path / "memory.sqlite3"}"
+
+[overlay]
+enabled = false
+""",
+        encoding="utf-8",
+    )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        _BROKEN_TURNS,
+        "-c",
+        str(config),
+        "run",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=tmp_path,
+    )
+    assert process.stdin is not None and process.stderr is not None
+    process.stdin.write(b"hello, anyone there?\n")  # and the chat stays open
+    try:
+        stderr = await asyncio.wait_for(process.stderr.read(), timeout=30)
+        await asyncio.wait_for(process.wait(), timeout=10)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        pytest.fail("lipcast run kept taking chat nobody answers")
+    err = stderr.decode()
+    assert process.returncode == 2, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("lipcast: error: the conversation stopped answering chat")
+    assert "RuntimeError: the turn loop broke" in last
+    assert "Traceback" not in err
+
+
+def test_bench_turn_builds_its_parts_in_the_composition_root() -> None:
+    import subprocess
+
+    code = "import sys, lipcast.benchmarks.turn; print([m for m in sys.modules if 'commands' in m])"
+    found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert found.stdout.strip() == "[]"  # no command module behind the benchmark

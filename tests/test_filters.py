@@ -167,3 +167,22 @@ def test_moderators_can_block_more_at_runtime() -> None:
     chat.update_blocked(users=["troll"], words=["pineapple pizza"])
     assert chat.check(message("hi", user="troll")).reason == "blocked_user"
     assert chat.check(message("PINEAPPLE-PIZZA rules")).reason == "blocked_word"
+
+
+def test_judging_leaves_no_trace_until_the_message_is_committed() -> None:
+    chat = make(user_cooldown_s=10, global_per_minute=1, duplicate_window_s=60)
+    first = message("first question")
+    for _ in range(3):  # judged again and again (refused later on, say as busy)
+        judged = chat.judge(first)
+        assert (judged.accepted, judged.text) == (True, "first question")
+    chat.commit(first, judged)
+    assert chat.judge(message("first question")).reason == "duplicate"
+    assert chat.judge(message("second question")).reason == "cooldown"
+    assert chat.judge(message("bob asks", user="bob")).reason == "rate_limited"
+
+
+def test_only_an_accepted_message_can_be_committed() -> None:
+    chat = make(blocked_words=("turnips",))
+    refused = message("turnips")
+    with pytest.raises(ValueError, match="blocked_word"):
+        chat.commit(refused, chat.judge(refused))

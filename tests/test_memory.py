@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from lipcast.cli import main
-from pipeline.errors import ConfigError
+from pipeline.errors import BackendError, ConfigError
 from pipeline.memory import ViewerMemory
 from pipeline.utterance import ViewerKey
 
@@ -116,3 +116,59 @@ def test_lipcast_forget_command(tmp_path: Path, capsys: pytest.CaptureFixture[st
             assert await memory.history(ADA) == []
 
     asyncio.run(check())
+
+
+def _hold_write_lock(path: Path) -> sqlite3.Connection:
+    """Another connection in the middle of a write: others can read but not write."""
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    return other
+
+
+def _hold_exclusive_lock(path: Path) -> sqlite3.Connection:
+    """Another connection that keeps the file to itself: nobody else can open or read it."""
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("PRAGMA locking_mode=EXCLUSIVE")
+    other.execute("BEGIN EXCLUSIVE")
+    other.execute("COMMIT")  # the lock stays until the connection closes
+    return other
+
+
+async def test_a_locked_database_is_a_transient_backend_error_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "memory.sqlite3"
+    async with ViewerMemory(path, lock_timeout_s=0.05) as memory:
+        await memory.remember(ADA, "hello", "hi")
+        other = _hold_write_lock(path)
+        try:
+            with pytest.raises(BackendError) as caught:
+                await memory.remember(ADA, "again", "hi again")
+            assert [item.content for item in await memory.history(ADA)] == ["hello", "hi"]
+        finally:
+            other.close()
+        await memory.remember(ADA, "again", "hi again")  # the lock is gone: it works again
+    error = caught.value
+    assert error.transient
+    assert str(path) in str(error) and "[memory] path" in str(error)
+    assert "database is locked" in str(error) and "locked" in str(error).split("(")[-1]
+    assert isinstance(error.__cause__, sqlite3.OperationalError)
+
+
+async def test_a_database_locked_at_open_is_reported_as_locked_not_as_damaged(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "memory.sqlite3"
+    async with ViewerMemory(path) as memory:
+        await memory.remember(ADA, "hello", "hi")
+    other = _hold_exclusive_lock(path)
+    memory = ViewerMemory(path, lock_timeout_s=0.05)
+    try:
+        with pytest.raises(BackendError, match="database is locked") as caught:
+            await memory.open()
+        assert caught.value.transient and "move it away" not in str(caught.value)
+        with pytest.raises(BackendError):
+            await memory.history(ADA)
+        other.close()
+        assert [item.content for item in await memory.history(ADA)] == ["hello", "hi"]
+    finally:
+        other.close()
+        await memory.close()

@@ -28,8 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from lipcast.commands.run import build_conversation
-from lipcast.wiring import build_job_handler, persona_from_settings
+from lipcast.wiring import build_conversation, build_job_handler, persona_from_settings
 from pipeline.conversation import Clip, ClipSink, TurnReport
 from pipeline.job_queue.base import QueueOptions
 from pipeline.job_queue.memory import MemoryJobQueue

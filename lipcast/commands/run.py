@@ -7,8 +7,12 @@ overlay (``[overlay]``, when enabled). With ``[queue] backend = "rabbitmq"`` the
 submits its render jobs to the broker, where ``lipcast worker`` processes on any machine take
 them. Without ``[llm]`` the persona reads chat aloud; start-up says which mode is active.
 
-The builders here (:func:`build_llm`, :func:`build_safety`, :func:`build_conversation`) are
-what ``lipcast bench turn`` uses too; the render handler is ``lipcast.wiring``'s.
+Start-up checks what bot.toml says before anything starts: the persona, ``[output] dir``, the
+model, safety and chat settings. Only then is the viewer memory opened, the job queue connected
+and the overlay started. The parts are built by :mod:`lipcast.wiring` (as ``lipcast bench
+turn`` builds them); this module holds the sinks and the serving loop. Should the task that
+answers the chat ever end on its own, the command exits with a one-line error instead of
+taking messages it would never answer.
 """
 
 from __future__ import annotations
@@ -16,29 +20,28 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import logging
 import sys
+import tempfile
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from bots.base import ChatAdapter
 from bots.console import ConsoleAdapter
-from lipcast.wiring import build_job_handler, persona_from_settings
-from personas import Persona
-from pipeline.backends import load_backend
-from pipeline.conversation import (
-    Clip,
-    ClipSink,
-    Conversation,
-    ConversationOptions,
-    TurnInfo,
-    TurnReport,
+from lipcast.wiring import (
+    build_conversation,
+    build_job_handler,
+    build_job_queue,
+    build_llm,
+    build_overlay_server,
+    build_viewer_memory,
+    persona_from_settings,
 )
-from pipeline.errors import LipcastError, PersonaError
-from pipeline.filters import ChatFilter, FilterRules
-from pipeline.llm import LLM, LLM_BACKENDS
-from pipeline.memory import ViewerMemory
-from pipeline.safety import OpenAIModeration, SafetyGuard, secrets_from_environment
+from personas import Persona
+from pipeline.conversation import Clip, ClipSink, Conversation, TurnInfo, TurnReport
+from pipeline.errors import ConfigError, LipcastError, PersonaError
 from pipeline.worker import RenderWorker
 
 if TYPE_CHECKING:
@@ -48,6 +51,7 @@ if TYPE_CHECKING:
 
 HELP = "run the persona: chat in the terminal, lip-synced clips out (files, OBS overlay)"
 DRAIN_GRACE_S = 5.0  # after the chat ends, how long waiting replies get beyond their deadlines
+ADAPTER_STOP_S = 5.0  # how long a chat adapter gets to stop before it is cancelled
 
 log = logging.getLogger(__name__)
 
@@ -61,124 +65,64 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-# -- builders ------------------------------------------------------------------------------
-
-
-def build_llm(settings: Settings, secrets: Secrets) -> LLM | None:
-    """The model ``[llm] backend`` names, or None for read-aloud mode."""
-    config = settings.llm
-    if config.backend == "none":
-        return None
-    cls = load_backend("LLM", config.backend, LLM_BACKENDS)
-    key = secrets.openai_api_key.get_secret_value() if secrets.openai_api_key else None
-    llm: LLM = cls(
-        base_url=config.base_url,
-        model=config.model,
-        temperature=config.temperature,
-        max_tokens=config.max_tokens,
-        timeout_s=config.timeout_s,
-        retries=config.retries,
-        api_key=key,
-    )
-    return llm
-
-
-def build_safety(settings: Settings, secrets: Secrets, persona: Persona) -> SafetyGuard:
-    """Blocked phrases of the persona and ``[safety]``, every secret, the optional moderator."""
-    config = settings.safety
-    moderator = None
-    if config.moderation:
-        key = secrets.openai_api_key.get_secret_value() if secrets.openai_api_key else None
-        moderator = OpenAIModeration(
-            base_url=config.moderation_base_url,
-            api_key=key,
-            model=config.moderation_model,
-            timeout_s=config.moderation_timeout_s,
-        )
-    return SafetyGuard.build(
-        phrases=[*persona.spec.safety.blocked_phrases, *config.blocked_phrases],
-        secrets=[*secrets.values(), *secrets_from_environment()],
-        moderator=moderator,
-        moderate_replies=config.moderate_replies,
-        fail_closed=config.moderation_fail_closed,
-    )
-
-
-def filter_rules(settings: Settings) -> FilterRules:
-    chat = settings.chat
-    return FilterRules(
-        max_chars=chat.max_chars,
-        too_long=chat.too_long,
-        user_cooldown_s=chat.user_cooldown_s,
-        global_per_minute=chat.global_per_minute,
-        duplicate_window_s=chat.duplicate_window_s,
-        blocked_users=tuple(chat.blocked_users),
-        blocked_words=tuple(chat.blocked_words),
-        moderators_exempt=chat.moderators_exempt,
-    )
-
-
-def conversation_options(settings: Settings, **overrides: Any) -> ConversationOptions:
-    chat = settings.chat
-    values: dict[str, Any] = {
-        "deadline_s": chat.deadline_s,
-        "max_pending": chat.max_pending,
-        "read_aloud_names": chat.read_aloud_names,
-        "sentence_min_chars": chat.sentence_min_chars,
-        "sentence_soft_max_chars": chat.sentence_soft_max_chars,
-        "sentence_hard_max_chars": chat.sentence_hard_max_chars,
-        "first_sentence_soft_max_chars": chat.first_sentence_soft_max_chars,
-        "fallback_line": settings.llm.fallback_line or None,
-        "remember": settings.memory.enabled,
-    }
-    values.update(overrides)
-    return ConversationOptions(**values)
-
-
-def build_conversation(
-    settings: Settings,
-    secrets: Secrets,
-    *,
-    persona: Persona,
-    queue: Any,
-    sinks: list[ClipSink],
-    llm: LLM | None,
-    memory: ViewerMemory | None,
-    **options: Any,
-) -> Conversation:
-    """The conversation pipeline as bot.toml configures it."""
-    return Conversation(
-        persona=persona,
-        queue=queue,
-        chat_filter=ChatFilter(filter_rules(settings)),
-        safety=build_safety(settings, secrets, persona),
-        sinks=sinks,
-        llm=llm,
-        memory=memory,
-        options=conversation_options(settings, **options),
-    )
+def prepare_output_dir(folder: Path) -> Path:
+    """``[output] dir``, created if needed and checked writable; ConfigError (naming the key,
+    the folder and the reason) if clips cannot be written there."""
+    folder = folder.expanduser()
+    try:
+        if folder.exists() and not folder.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, "it is a file, not a folder")
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".lipcast-write-check-"):
+            pass
+    except OSError as err:
+        raise ConfigError(
+            f"[output] dir = {str(folder)!r}: clips cannot be written there "
+            f"({err.strerror or err}); name a folder lipcast may write to"
+        ) from err
+    return folder
 
 
 # -- sinks ---------------------------------------------------------------------------------
 
 
 class FolderSink(ClipSink):
-    """Writes each clip to ``folder/<turn>-<seq>.mp4`` and reports it."""
+    """Writes each clip to ``folder/<turn>-<seq>.mp4`` and reports it.
+
+    A clip that cannot be written is logged in one line and skipped; the turn goes on (the
+    overlay and the chat still get it).
+    """
 
     def __init__(self, folder: Path, *, out: TextIO | None = None) -> None:
         self.folder = folder
         self._out = out or sys.stdout
         self.written: list[Path] = []
 
-    async def turn_started(self, turn: TurnInfo) -> None:
-        await asyncio.to_thread(self.folder.mkdir, parents=True, exist_ok=True)
-
     async def clip_ready(self, clip: Clip) -> bool:
         path = self.folder / f"{clip.turn.turn_id}-{clip.seq:02d}.mp4"
-        await asyncio.to_thread(path.write_bytes, clip.media)
+        try:
+            await asyncio.to_thread(_write_clip, path, clip.media)
+        except OSError as err:
+            log.warning(
+                "clip %s not written to [output] dir %s: %s",
+                path.name,
+                self.folder,
+                err.strerror or err,
+            )
+            return True
         self.written.append(path)
         print(f"  {path} ({clip.duration_s:.1f} s): {clip.text}", file=self._out, flush=True)
         return True
+
+
+def _write_clip(path: Path, media: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)  # back, should it have gone while streaming
+    try:
+        path.write_bytes(media)
+    except OSError:
+        with contextlib.suppress(OSError):
+            path.unlink(missing_ok=True)  # no half-written clip left behind
+        raise
 
 
 class OverlaySink(ClipSink):
@@ -233,34 +177,49 @@ class ChatSink(ClipSink):
 def run(args: argparse.Namespace, context: Context) -> int:
     settings, secrets = context.settings, context.secrets
     persona = persona_from_settings(settings, args.persona, args.language)
+    output = prepare_output_dir(settings.output.dir)  # before the loop: file work, at start-up
     logging.getLogger("lipcast.turns").setLevel(logging.INFO)  # one line per turn, always
-    return asyncio.run(_serve(args, settings, secrets, persona))
+    return asyncio.run(_serve(args, settings, secrets, persona, output))
 
 
 async def _serve(
-    args: argparse.Namespace, settings: Settings, secrets: Secrets, persona: Persona
+    args: argparse.Namespace,
+    settings: Settings,
+    secrets: Secrets,
+    persona: Persona,
+    output: Path,
 ) -> int:
-    from lipcast.wiring import build_job_queue
-
     async with contextlib.AsyncExitStack() as stack:
+        # Build everything bot.toml describes first: a wrong setting fails here, before the
+        # memory file is created or the broker is connected.
         llm = build_llm(settings, secrets)
         if llm is not None:
             stack.push_async_callback(llm.aclose)
-        memory = None
-        if settings.memory.enabled:
-            memory = ViewerMemory(
-                settings.memory.path,
-                budget_chars=settings.memory.budget_chars,
-                max_viewers=settings.memory.max_viewers,
-            )
-            await memory.open()
-            stack.push_async_callback(memory.close)
+        memory = build_viewer_memory(settings)
         queue = build_job_queue(settings, secrets, connection_name="lipcast run")
+        adapter = ConsoleAdapter(user=args.user, persona_name=persona.name)
+        conversation = build_conversation(
+            settings,
+            secrets,
+            persona=persona,
+            queue=queue,
+            sinks=[FolderSink(output), ChatSink(adapter)],
+            llm=llm,
+            memory=memory,
+        )
+        stack.push_async_callback(conversation.safety.aclose)
+        in_process = settings.queue.backend == "memory"
+        handler = build_job_handler(settings, secrets) if in_process else None
+        if handler is not None:
+            stack.push_async_callback(handler.aclose)
+
+        # Then open and connect.
+        if memory is not None:
+            stack.push_async_callback(memory.close)
+            await memory.open()
         await queue.start()
         stack.push_async_callback(queue.close)
-        if settings.queue.backend == "memory":
-            handler = build_job_handler(settings, secrets)
-            stack.push_async_callback(handler.aclose)
+        if handler is not None:
             worker = RenderWorker(
                 queue,
                 handler,
@@ -274,60 +233,97 @@ async def _serve(
                 await asyncio.gather(worker_task, return_exceptions=True)
 
             stack.push_async_callback(stop_worker)
-        adapter = ConsoleAdapter(user=args.user, persona_name=persona.name)
-        sinks: list[ClipSink] = [FolderSink(settings.output.dir), ChatSink(adapter)]
         overlay_line = "overlay off"
         if settings.overlay.enabled and not args.no_overlay:
             overlay = await _start_overlay(settings, secrets, persona)
             if overlay is not None:
                 stack.push_async_callback(overlay.stop)
-                sinks.append(OverlaySink(overlay))
+                conversation.sinks.append(OverlaySink(overlay))
                 overlay_line = f"OBS Browser Source: {overlay.url}"
-        conversation = build_conversation(
-            settings, secrets, persona=persona, queue=queue, sinks=sinks, llm=llm, memory=memory
-        )
-        safety = conversation.safety
-        stack.push_async_callback(safety.aclose)
         workers = (
             "an in-process render worker"
-            if settings.queue.backend == "memory"
+            if in_process
             else f"render workers on RabbitMQ queue {settings.queue.name!r} (run `lipcast worker`)"
         )
         print(f"lipcast: {conversation.describe()}", file=sys.stderr)
         print(
-            f"lipcast: {workers}; clips go to {settings.output.dir}/; {overlay_line}",
+            f"lipcast: {workers}; clips go to {output}/; {overlay_line}",
             file=sys.stderr,
             flush=True,
         )
         turns = asyncio.create_task(conversation.run(), name="lipcast-conversation")
         try:
-            await adapter.run(conversation)
-            await _drain(conversation, settings)
+            await _chat_while_answering(adapter, conversation, turns)
+            await _drain(conversation, settings, turns)
         finally:
             await conversation.close()
             await asyncio.gather(turns, return_exceptions=True)
     return 0
 
 
-async def _drain(conversation: Conversation, settings: Settings) -> None:
+async def _chat_while_answering(
+    adapter: ChatAdapter, conversation: Conversation, turns: asyncio.Task[None]
+) -> None:
+    """Run the chat adapter until it ends; should ``turns`` (the task answering the chat) end
+    first, stop the adapter and raise :class:`LipcastError`: messages nobody would answer are
+    not taken."""
+    chat = asyncio.create_task(adapter.run(conversation), name="lipcast-chat-adapter")
+    await _unless_turns_end(chat, turns, stop=adapter.stop)
+
+
+async def _drain(conversation: Conversation, settings: Settings, turns: asyncio.Task[None]) -> None:
     """The chat ended: let waiting replies finish (they are bounded by their deadlines)."""
     limit = settings.chat.deadline_s * (conversation.pending + 1) + DRAIN_GRACE_S
+    idle = asyncio.create_task(conversation.wait_idle(), name="lipcast-drain")
     try:
         async with asyncio.timeout(limit):
-            await conversation.wait_idle()
+            await _unless_turns_end(idle, turns)
     except TimeoutError:
         log.warning("stopping with %d replies unanswered", conversation.pending)
+
+
+async def _unless_turns_end(
+    work: asyncio.Task[None],
+    turns: asyncio.Task[None],
+    *,
+    stop: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """Wait for ``work``; if ``turns`` ends first, end ``work`` (``stop`` it, or cancel it)
+    and raise :class:`LipcastError` saying why the conversation stopped."""
+    try:
+        await asyncio.wait({work, turns}, return_when=asyncio.FIRST_COMPLETED)
+        if work.done():
+            work.result()
+            return
+        if stop is not None:
+            await stop()
+            await asyncio.wait({work}, timeout=ADAPTER_STOP_S)
+    finally:
+        if not work.done():
+            work.cancel()
+            await asyncio.gather(work, return_exceptions=True)
+    raise _turns_ended(turns)
+
+
+def _turns_ended(turns: asyncio.Task[None]) -> LipcastError:
+    """The one-line error for a conversation task that ended while the chat went on."""
+    if turns.cancelled():
+        why = "it was cancelled"
+    elif (err := turns.exception()) is not None:
+        log.debug("the conversation task failed", exc_info=err)
+        why = f"{type(err).__name__}: {err}; run with -vv for the traceback"
+    else:
+        why = "it returned early"
+    return LipcastError(
+        f"the conversation stopped answering chat ({why}); lipcast run stops too, please "
+        "report this"
+    )
 
 
 async def _start_overlay(
     settings: Settings, secrets: Secrets, persona: Persona
 ) -> OverlayServer | None:
     """The overlay server as ``[overlay]`` says, started; None (with a warning) if it cannot."""
-    try:
-        from lipcast.wiring import build_overlay_server
-    except ImportError as err:  # the overlay is optional to this command
-        log.warning("the OBS overlay is not available: %s", err)
-        return None
     try:
         overlay = build_overlay_server(settings, secrets, idle_image=persona.avatar_path)
         await overlay.start()
