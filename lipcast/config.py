@@ -84,12 +84,29 @@ class TTSSettings(_Section):
     silero: SileroSettings = SileroSettings()
 
 
+class Wav2LipSettings(_Section):
+    # the generator checkpoint (wav2lip_gan.pth or wav2lip.pth), downloaded by you: lipcast
+    # never downloads it (see lipsync/wav2lip/__init__.py for where to get it)
+    checkpoint: Path | None = None
+    device: Literal["auto", "cuda", "cpu"] = "auto"  # auto: CUDA when torch sees a GPU
+    # auto: torch on CUDA, ONNX Runtime on the CPU (faster there); onnx runs on the CPU only
+    runtime: Literal["auto", "torch", "onnx"] = "auto"
+    batch_size: int = Field(default=8, ge=1, le=256)  # frames per generator call
+
+    @model_validator(mode="after")
+    def _check_runtime(self) -> Wav2LipSettings:
+        if self.runtime == "onnx" and self.device == "cuda":
+            raise ValueError("runtime 'onnx' runs on the CPU: expected device 'cpu' or 'auto'")
+        return self
+
+
 class RenderSettings(_Section):
-    renderer: Literal["sprite"] = "sprite"
+    renderer: Literal["sprite", "wav2lip"] = "sprite"
     fps: int = Field(default=25, ge=10, le=60)
     size: int = Field(default=512, ge=128, le=1080)  # output width and height in pixels
     crf: int = Field(default=23, ge=0, le=51)  # H.264 quality: lower is better and larger
     preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium"] = "veryfast"
+    wav2lip: Wav2LipSettings = Wav2LipSettings()
 
 
 class OutputSettings(_Section):
