@@ -9,7 +9,7 @@ Nothing here starts or opens what it builds.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -110,10 +110,19 @@ def persona_from_settings(
     )
 
 
-def build_job_handler(settings: Settings, secrets: Secrets) -> RenderJobHandler:
-    """The render worker's handler: the configured TTS, renderer and encoder, per job."""
+def build_job_handler(
+    settings: Settings, secrets: Secrets, *, personas: Iterable[Persona] = ()
+) -> RenderJobHandler:
+    """The render worker's handler: the configured TTS, renderer and encoder, per job.
+
+    Jobs name personas by folder name. ``personas`` already loaded (``lipcast run`` passes the
+    one it speaks with, which may live in any folder) are found by that name first.
+    """
+    known = {persona.id: persona.folder for persona in personas}
 
     def load(name: str, language: str | None) -> Persona:
+        if name in known:
+            return load_persona(str(known[name]), language=language or settings.persona.language)
         return persona_from_settings(settings, name, language)
 
     return RenderJobHandler(build_clip_renderer(settings, secrets), load)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import pytest
 
 from lipcast.config import Settings, load_secrets
 from lipcast.wiring import build_job_handler
+from personas import builtin_persona_dir, load_persona
 from pipeline.job_queue import JobFailedError
 from tests.media import probe
 from tests.queue_support.harness import BACKENDS, make_job, open_transport, running_worker
@@ -35,3 +39,17 @@ async def test_an_unknown_persona_fails_the_job_with_its_reason(backend: str) ->
         stream = await t.requester.submit(job)
         with pytest.raises(JobFailedError, match="unknown persona 'nobody'"):
             await stream.collect()
+
+
+async def test_a_persona_loaded_from_any_folder_is_found_by_its_name(
+    backend: str, tmp_path: Path
+) -> None:
+    folder = tmp_path / "somewhere" / "my-host"
+    shutil.copytree(builtin_persona_dir() / "cohost", folder)
+    handler = build_job_handler(
+        Settings(), load_secrets(None), personas=[load_persona(str(folder))]
+    )
+    job = make_job("Hello from my own persona.").model_copy(update={"persona": "my-host"})
+    async with open_transport(backend) as t, running_worker(t.worker_queue, handler):
+        parts = await (await t.requester.submit(job)).collect()
+    assert probe(b"".join(part.media for part in parts)).audio_seconds > 0.5

@@ -209,7 +209,7 @@ async def _serve(
         )
         stack.push_async_callback(conversation.safety.aclose)
         in_process = settings.queue.backend == "memory"
-        handler = build_job_handler(settings, secrets) if in_process else None
+        handler = build_job_handler(settings, secrets, personas=[persona]) if in_process else None
         if handler is not None:
             stack.push_async_callback(handler.aclose)
 
