@@ -186,3 +186,30 @@ def _check_inside(path: Path, image: ImageArray, geometry: FaceGeometry) -> None
                 f"{path}: the {name} position ({x:.0f}, {y:.0f}) lies outside the "
                 f"{width}x{height} image; fix [avatar] in persona.toml"
             )
+
+
+def hex_to_rgb(color: str) -> RGB:
+    """``"#rrggbb"`` as an (r, g, b) tuple."""
+    value = color.lstrip("#")
+    return (int(value[0:2], 16), int(value[2:4], 16), int(value[4:6], 16))
+
+
+def fit_avatar(avatar: Avatar, size: int, background: RGB) -> tuple[ImageArray, FaceGeometry]:
+    """The avatar scaled into a ``size`` square, centred over ``background``, and its geometry."""
+    import cv2
+
+    height, width = avatar.image.shape[:2]
+    factor = size / max(width, height)
+    new_w, new_h = max(1, round(width * factor)), max(1, round(height * factor))
+    image = avatar.image
+    if (new_w, new_h) != (width, height):
+        interpolation = cv2.INTER_AREA if factor < 1 else cv2.INTER_CUBIC
+        image = np.asarray(cv2.resize(image, (new_w, new_h), interpolation=interpolation))
+    canvas = np.zeros((size, size, 4), np.uint8)
+    ox, oy = (size - new_w) // 2, (size - new_h) // 2
+    canvas[oy : oy + new_h, ox : ox + new_w] = image
+    alpha = canvas[..., 3:4].astype(np.float32) / 255.0
+    colour = np.array(background, np.float32)
+    flat = canvas[..., :3].astype(np.float32) * alpha + colour * (1.0 - alpha)
+    base = np.clip(flat + 0.5, 0, 255).astype(np.uint8)
+    return base, avatar.geometry.scaled(factor, (float(ox), float(oy)))

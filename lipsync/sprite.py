@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from lipsync.audio_features import MouthFrame, Viseme, mouth_track
-from lipsync.avatar import RGB, Avatar, FaceGeometry
+from lipsync.avatar import RGB, Avatar, FaceGeometry, fit_avatar, hex_to_rgb
 from lipsync.mouth import SHAPES, Patch, draw_eyelid, draw_mouth, paste
 from lipsync.renderer import Frame
 
@@ -45,11 +45,6 @@ class PreparedAvatar:
     pivot: tuple[float, float]  # the neck: the head moves around it
 
 
-def _hex_to_rgb(color: str) -> RGB:
-    value = color.lstrip("#")
-    return (int(value[0:2], 16), int(value[2:4], 16), int(value[4:6], 16))
-
-
 class SpriteRenderer:
     """Mouth shapes, blinks and idle motion over a still avatar; real time many times over."""
 
@@ -58,7 +53,7 @@ class SpriteRenderer:
     def __init__(self, *, fps: int = 25, size: int = 512, background: str = "#00b140") -> None:
         self.fps = fps
         self.size = size
-        self.background = _hex_to_rgb(background)
+        self.background = hex_to_rgb(background)
         self._cache: OrderedDict[tuple[str, RGB], PreparedAvatar] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -140,25 +135,8 @@ def _blink_schedule(start: int, count: int, fps: int, *, seed: str) -> dict[int,
 
 
 def _prepare(avatar: Avatar, size: int, background: RGB) -> PreparedAvatar:
-    import cv2
 
-    height, width = avatar.image.shape[:2]
-    factor = size / max(width, height)
-    new_w, new_h = max(1, round(width * factor)), max(1, round(height * factor))
-    offset = ((size - new_w) / 2, (size - new_h) / 2)
-    interpolation = cv2.INTER_AREA if factor < 1 else cv2.INTER_CUBIC
-    resized = np.asarray(
-        cv2.resize(avatar.image, (new_w, new_h), interpolation=interpolation), dtype=np.uint8
-    )
-    canvas = np.zeros((size, size, 4), np.uint8)
-    ox, oy = round(offset[0]), round(offset[1])
-    canvas[oy : oy + new_h, ox : ox + new_w] = resized
-    alpha = canvas[..., 3:4].astype(np.float32) / 255.0
-    flat = canvas[..., :3].astype(np.float32) * alpha + np.array(background, np.float32) * (
-        1.0 - alpha
-    )
-    base = np.clip(flat + 0.5, 0, 255).astype(np.uint8)
-    geometry = avatar.geometry.scaled(factor, (float(ox), float(oy)))
+    base, geometry = fit_avatar(avatar, size, background)
     if avatar.detected:
         base = _erase_mouth(base, geometry)
     skin = geometry.skin or (220, 180, 160)

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lipsync.avatar import Avatar, FaceGeometry, load_avatar
+from lipsync.avatar import Avatar, FaceGeometry, hex_to_rgb, load_avatar
 from lipsync.encode import EncodeOptions, encode_mp4_bytes, encode_mp4_file
 from lipsync.errors import LipsyncError
 from lipsync.renderer import Frame, Renderer
@@ -40,11 +40,6 @@ class RenderedClip:
     timings: dict[str, float] = field(default_factory=dict)  # seconds: tts, render, encode
 
 
-def _hex(color: str) -> tuple[int, int, int]:
-    value = color.lstrip("#")
-    return (int(value[0:2], 16), int(value[2:4], 16), int(value[4:6], 16))
-
-
 def avatar_for(persona: Persona) -> Avatar:
     """The persona's avatar with its declared geometry, or with its face detected."""
     spec = persona.spec.avatar
@@ -58,8 +53,8 @@ def avatar_for(persona: Persona) -> Avatar:
                 (float(spec.eyes[1][0]), float(spec.eyes[1][1])),
             ),
             eye_size=(float(spec.eye_size[0]), float(spec.eye_size[1])),
-            skin=_hex(spec.skin) if spec.skin else None,
-            lip=_hex(spec.lip) if spec.lip else None,
+            skin=hex_to_rgb(spec.skin) if spec.skin else None,
+            lip=hex_to_rgb(spec.lip) if spec.lip else None,
         )
     try:
         return load_avatar(persona.avatar_path, geometry)
@@ -140,7 +135,7 @@ class ClipRenderer:
                 audio.samples,
                 audio.sample_rate,
                 avatar,
-                background=_hex(persona.spec.avatar.background),
+                background=hex_to_rgb(persona.spec.avatar.background),
             )
             while True:
                 begun = time.perf_counter()

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lipcast.wiring import build_clip_renderer, persona_from_settings
+from lipsync.avatar import hex_to_rgb
 from lipsync.encode import encode_mp4_bytes
 from pipeline.audio import AudioChunk
 
@@ -59,8 +60,7 @@ def run(args: argparse.Namespace, context: Context) -> dict[str, Any]:
     persona = persona_from_settings(context.settings, args.persona)
     clips = build_clip_renderer(context.settings, context.secrets)
     avatar = clips.avatar(persona)
-    background = persona.spec.avatar.background
-    bg = (int(background[1:3], 16), int(background[3:5], 16), int(background[5:7], 16))
+    bg = hex_to_rgb(persona.spec.avatar.background)
     renderer = clips.renderer
     started = time.perf_counter()  # avatar preparation happens once per avatar; time it apart
     list(renderer.render(np.zeros(1600, np.float32), 16000, avatar, background=bg))

@@ -27,7 +27,16 @@ import numpy as np
 import numpy.typing as npt
 
 from lipsync.audio_features import frame_count
-from lipsync.avatar import HAAR_EYES, HAAR_MOUTH, HAAR_MOUTH_WIDTH, RGB, Avatar, FaceGeometry
+from lipsync.avatar import (
+    HAAR_EYES,
+    HAAR_MOUTH,
+    HAAR_MOUTH_WIDTH,
+    RGB,
+    Avatar,
+    FaceGeometry,
+    fit_avatar,
+    hex_to_rgb,
+)
 from lipsync.errors import AvatarError
 from lipsync.renderer import Frame
 from lipsync.wav2lip.audio import (
@@ -71,11 +80,6 @@ class Generator(Protocol):
     def decode(self, mels: FloatArray, features: Sequence[FloatArray]) -> FloatArray: ...
 
 
-def _hex_to_rgb(color: str) -> RGB:
-    value = color.lstrip("#")
-    return (int(value[0:2], 16), int(value[2:4], 16), int(value[4:6], 16))
-
-
 def default_cache_dir() -> Path:
     """Where exported ONNX graphs are kept: ``$XDG_CACHE_HOME/lipcast/wav2lip``."""
     root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
@@ -113,7 +117,7 @@ class Wav2LipRenderer:
             raise ValueError("batch_size must be at least 1")
         self.fps = fps
         self.size = size
-        self.background = _hex_to_rgb(background)
+        self.background = hex_to_rgb(background)
         self.checkpoint = checkpoint
         self.device: Device = device
         self.runtime: Runtime = runtime
@@ -193,27 +197,6 @@ class Wav2LipRenderer:
             faces = generator.decode(mels, prepared.features)
             for face in faces:
                 yield paste_face(prepared, face)
-
-
-def fit_avatar(avatar: Avatar, size: int, background: RGB) -> tuple[Frame, FaceGeometry]:
-    """The avatar scaled into a ``size`` square, centred over ``background``, and its geometry."""
-    import cv2
-
-    height, width = avatar.image.shape[:2]
-    factor = size / max(width, height)
-    new_w, new_h = max(1, round(width * factor)), max(1, round(height * factor))
-    image = avatar.image
-    if (new_w, new_h) != (width, height):
-        interpolation = cv2.INTER_AREA if factor < 1 else cv2.INTER_CUBIC
-        image = np.asarray(cv2.resize(image, (new_w, new_h), interpolation=interpolation))
-    canvas = np.zeros((size, size, 4), np.uint8)
-    ox, oy = (size - new_w) // 2, (size - new_h) // 2
-    canvas[oy : oy + new_h, ox : ox + new_w] = image
-    alpha = canvas[..., 3:4].astype(np.float32) / 255.0
-    colour = np.array(background, np.float32)
-    flat = canvas[..., :3].astype(np.float32) * alpha + colour * (1.0 - alpha)
-    base = np.clip(flat + 0.5, 0, 255).astype(np.uint8)
-    return base, avatar.geometry.scaled(factor, (float(ox), float(oy)))
 
 
 def face_box(geometry: FaceGeometry, size: int) -> tuple[int, int, int, int]:
