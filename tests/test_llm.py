@@ -83,7 +83,7 @@ async def test_429_waits_as_long_as_retry_after_says(stub: OpenAIStub) -> None:
     assert len(stub.exchanges) == 2
     waited = stub.exchanges[1].received_at - stub.exchanges[0].received_at
     assert waited >= 0.6
-    assert time.monotonic() - started < 2.0
+    assert time.monotonic() - started < 5.0  # not hung: far below any timeout
 
 
 async def test_429_without_retry_after_backs_off_with_jitter(stub: OpenAIStub) -> None:
@@ -136,7 +136,7 @@ async def test_a_stall_before_the_first_token_times_out_and_is_retried(stub: Ope
     llm = llm_for(stub, timeout_s=0.3, retry=RetryPolicy(retries=1, base_s=0.01))
     started = time.monotonic()
     assert await collect(llm) == REPLY
-    assert 0.3 <= time.monotonic() - started < 2.0
+    assert 0.3 <= time.monotonic() - started < 5.0
 
 
 @pytest.mark.parametrize(

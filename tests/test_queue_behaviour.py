@@ -87,7 +87,7 @@ async def test_a_full_queue_refuses_at_once(backend: str) -> None:
         started = time.monotonic()
         with pytest.raises(QueueFullError, match="full"):
             await t.requester.submit(make_job())
-        assert time.monotonic() - started < 0.5
+        assert time.monotonic() - started < 2.0  # refused at once, not after a timeout
         assert QueueFullError.transient
 
 
@@ -117,7 +117,7 @@ async def test_the_requester_gives_up_at_the_deadline_when_no_worker_runs(backen
         started = time.monotonic()
         with pytest.raises(JobExpiredError):
             await stream.collect()
-        assert 0.2 < time.monotonic() - started < 2
+        assert 0.2 < time.monotonic() - started < 5
 
 
 async def test_a_missing_part_becomes_a_timeout_not_a_hang(backend: str) -> None:
@@ -141,7 +141,7 @@ async def test_a_missing_part_becomes_a_timeout_not_a_hang(backend: str) -> None
         started = time.monotonic()
         with pytest.raises(ResultTimeoutError, match="part 1"):
             await anext(stream)
-        assert time.monotonic() - started < 1
+        assert time.monotonic() - started < 3
         release.set()  # the late part then finds nobody waiting
 
 
