@@ -11,9 +11,7 @@ blends and one affine warp.
 from __future__ import annotations
 
 import math
-import threading
 import zlib
-from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -22,6 +20,7 @@ import numpy.typing as npt
 
 from lipsync.audio_features import MouthFrame, Viseme, mouth_track
 from lipsync.avatar import RGB, Avatar, FaceGeometry, fit_avatar, hex_to_rgb
+from lipsync.cache import PreparedCache
 from lipsync.mouth import SHAPES, Patch, draw_eyelid, draw_mouth, paste
 from lipsync.renderer import Frame
 
@@ -54,23 +53,14 @@ class SpriteRenderer:
         self.fps = fps
         self.size = size
         self.background = hex_to_rgb(background)
-        self._cache: OrderedDict[tuple[str, RGB], PreparedAvatar] = OrderedDict()
-        self._lock = threading.Lock()
+        self._cache: PreparedCache[PreparedAvatar] = PreparedCache(CACHE_SIZE)
 
     def prepare(self, avatar: Avatar, background: RGB | None = None) -> PreparedAvatar:
         """Fit ``avatar`` to the frame and draw its sprites (cached per avatar and background)."""
         colour = background or self.background
-        key = (avatar.key, colour)
-        with self._lock:
-            if key in self._cache:
-                self._cache.move_to_end(key)
-                return self._cache[key]
-        prepared = _prepare(avatar, self.size, colour)
-        with self._lock:
-            self._cache[key] = prepared
-            while len(self._cache) > CACHE_SIZE:
-                self._cache.popitem(last=False)
-        return prepared
+        return self._cache.get_or_make(
+            (avatar.key, colour), lambda: _prepare(avatar, self.size, colour)
+        )
 
     def render(
         self,

@@ -17,7 +17,6 @@ import hashlib
 import os
 import threading
 import warnings
-from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +36,7 @@ from lipsync.avatar import (
     fit_avatar,
     hex_to_rgb,
 )
+from lipsync.cache import PreparedCache
 from lipsync.errors import AvatarError
 from lipsync.renderer import Frame
 from lipsync.wav2lip.audio import (
@@ -126,8 +126,8 @@ class Wav2LipRenderer:
         self.face_encodings = 0
         self._generator: Generator | None = None
         self._load_lock = threading.Lock()
-        self._cache: OrderedDict[tuple[str, RGB], PreparedFace] = OrderedDict()
-        self._cache_lock = threading.Lock()
+        self._cache: PreparedCache[PreparedFace] = PreparedCache(CACHE_SIZE)
+        self._count_lock = threading.Lock()
 
     def load(self) -> Generator:
         """Read the checkpoint and start the runtime (once; later calls return it)."""
@@ -156,22 +156,16 @@ class Wav2LipRenderer:
     def prepare(self, avatar: Avatar, background: RGB | None = None) -> PreparedFace:
         """The avatar's frame, face box, blend mask and face features (cached)."""
         colour = background or self.background
-        key = (avatar.key, colour)
-        with self._cache_lock:
-            if key in self._cache:
-                self._cache.move_to_end(key)
-                return self._cache[key]
+        return self._cache.get_or_make((avatar.key, colour), lambda: self._prepare(avatar, colour))
+
+    def _prepare(self, avatar: Avatar, colour: RGB) -> PreparedFace:
         generator = self.load()
         base, geometry = fit_avatar(avatar, self.size, colour)
         box = face_box(geometry, self.size)
         features = generator.encode_face(face_input(base, box))
-        prepared = PreparedFace(base=base, box=box, mask=blend_mask(box), features=features)
-        with self._cache_lock:
+        with self._count_lock:
             self.face_encodings += 1
-            self._cache[key] = prepared
-            while len(self._cache) > CACHE_SIZE:
-                self._cache.popitem(last=False)
-        return prepared
+        return PreparedFace(base=base, box=box, mask=blend_mask(box), features=features)
 
     def render(
         self,
