@@ -11,7 +11,7 @@ from __future__ import annotations
 import abc
 from typing import ClassVar, Protocol
 
-from pipeline.conversation import Admission
+from pipeline.conversation.turns import Admission
 from pipeline.utterance import Utterance
 
 

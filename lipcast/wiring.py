@@ -21,15 +21,15 @@ from obs_overlay.events import PageOptions
 from obs_overlay.server import OverlayError, OverlayServer, PlaybackCallback
 from personas import Persona, load_persona
 from pipeline.backends import load_backend
-from pipeline.conversation import ClipSink, Conversation, ConversationOptions
+from pipeline.conversation.filters import ChatFilter, FilterRules
+from pipeline.conversation.memory import ViewerMemory
+from pipeline.conversation.safety import OpenAIModeration, SafetyGuard, secrets_from_environment
+from pipeline.conversation.turns import ClipSink, Conversation, ConversationOptions
 from pipeline.errors import ConfigError
-from pipeline.filters import ChatFilter, FilterRules
-from pipeline.job_queue import JobQueue, QueueOptions, open_job_queue
-from pipeline.llm import LLM, LLM_BACKENDS
-from pipeline.memory import ViewerMemory
-from pipeline.render import ClipRenderer, RenderJobHandler
-from pipeline.safety import OpenAIModeration, SafetyGuard, secrets_from_environment
-from pipeline.tts import TTS, TTS_BACKENDS
+from pipeline.jobs.queue import JobQueue, QueueOptions, open_job_queue
+from pipeline.jobs.render import ClipRenderer, RenderJobHandler
+from pipeline.services.llm import LLM, LLM_BACKENDS
+from pipeline.services.tts import TTS, TTS_BACKENDS
 
 
 def build_tts(settings: Settings, secrets: Secrets) -> TTS:

@@ -2,7 +2,7 @@
 
 Adapters (``bots/``) build an :class:`Utterance` from a platform event and know nothing of what
 happens next. Everything in it is untrusted viewer input: the pipeline bounds and cleans the
-text (:mod:`pipeline.filters`) before any of it reaches a language model or a voice.
+text (:mod:`pipeline.conversation.filters`) before any of it reaches a language model or a voice.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Building blocks for conversation tests: the real queue, worker and conversation, with a
 render handler that records what would have been spoken instead of rendering it.
 
-The handler implements the worker's real :class:`~pipeline.worker.JobHandler` interface; the
+The handler implements the worker's real :class:`~pipeline.jobs.worker.JobHandler` interface; the
 job queue (memory backend), the worker loop, the conversation, the filters, the safety checks
 and (when given) the openai client against :mod:`tests.openai_stub` are all the real ones.
 """
@@ -14,7 +14,10 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
 from personas import Persona, load_persona
-from pipeline.conversation import (
+from pipeline.conversation.filters import ChatFilter, FilterRules
+from pipeline.conversation.memory import ViewerMemory
+from pipeline.conversation.safety import SafetyGuard
+from pipeline.conversation.turns import (
     Clip,
     ClipSink,
     Conversation,
@@ -22,15 +25,12 @@ from pipeline.conversation import (
     TurnInfo,
     TurnReport,
 )
-from pipeline.filters import ChatFilter, FilterRules
-from pipeline.job_queue.base import QueueOptions
-from pipeline.job_queue.memory import MemoryJobQueue
-from pipeline.llm import LLM
-from pipeline.memory import ViewerMemory
-from pipeline.safety import SafetyGuard
+from pipeline.jobs.queue.base import QueueOptions
+from pipeline.jobs.queue.memory import MemoryJobQueue
+from pipeline.jobs.wire import RenderJob
+from pipeline.jobs.worker import RenderWorker, ResultChunk
+from pipeline.services.llm import LLM
 from pipeline.utterance import Utterance
-from pipeline.wire import RenderJob
-from pipeline.worker import RenderWorker, ResultChunk
 
 OPEN_RULES = FilterRules(
     max_chars=300, user_cooldown_s=0, global_per_minute=1000, duplicate_window_s=0

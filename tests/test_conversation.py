@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.conversation import FALLBACK_LINES, NEUTRAL_LINES, ConversationOptions
-from pipeline.filters import FilterRules
-from pipeline.llm import OpenAIChatLLM, RetryPolicy
-from pipeline.memory import ViewerMemory
-from pipeline.safety import SafetyGuard
-from pipeline.wire import RenderJob
+from pipeline.conversation.filters import FilterRules
+from pipeline.conversation.memory import ViewerMemory
+from pipeline.conversation.safety import SafetyGuard
+from pipeline.conversation.turns import FALLBACK_LINES, NEUTRAL_LINES, ConversationOptions
+from pipeline.jobs.wire import RenderJob
+from pipeline.services.llm import OpenAIChatLLM, RetryPolicy
 from tests.conversation_support import (
     OPEN_RULES,
     RecordingHandler,

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.conversation import Conversation, ConversationOptions
-from pipeline.filters import FilterRules
-from pipeline.llm import OpenAIChatLLM, RetryPolicy
-from pipeline.memory import ViewerMemory
-from pipeline.safety import SafetyGuard
+from pipeline.conversation.filters import FilterRules
+from pipeline.conversation.memory import ViewerMemory
+from pipeline.conversation.safety import SafetyGuard
+from pipeline.conversation.turns import Conversation, ConversationOptions
+from pipeline.services.llm import OpenAIChatLLM, RetryPolicy
 from tests.conversation_support import running_pipeline, say
 from tests.openai_stub import OpenAIStub, last_user_text
 
@@ -69,7 +69,9 @@ async def answer(conversation: Conversation, text: str, user: str) -> None:
 
 
 def memory_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if r.name == "pipeline.conversation" and "memory" in r.msg]
+    return [
+        r for r in caplog.records if r.name == "pipeline.conversation.turns" and "memory" in r.msg
+    ]
 
 
 # -- a failing viewer memory ---------------------------------------------------------------
@@ -79,7 +81,7 @@ async def test_a_memory_locked_for_writing_never_loses_a_reply(
     stub: OpenAIStub, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     path = tmp_path / "memory.sqlite3"
-    caplog.set_level(logging.DEBUG, logger="pipeline.conversation")
+    caplog.set_level(logging.DEBUG, logger="pipeline.conversation.turns")
     async with (
         ViewerMemory(path, lock_timeout_s=LOCK_TIMEOUT_S) as memory,
         running_pipeline(llm=llm(stub), memory=memory) as p,
@@ -122,7 +124,7 @@ async def test_a_memory_that_cannot_be_read_is_asked_once_per_turn(
     path = tmp_path / "memory.sqlite3"
     async with ViewerMemory(path) as memory:
         await memory.remember(say("x").viewer, "my name is Ada", "Hi Ada!")
-    caplog.set_level(logging.DEBUG, logger="pipeline.conversation")
+    caplog.set_level(logging.DEBUG, logger="pipeline.conversation.turns")
     other = hold_exclusive_lock(path)
     memory = ViewerMemory(path, lock_timeout_s=LOCK_TIMEOUT_S)
     try:

@@ -7,15 +7,15 @@ from pathlib import Path
 import pytest
 
 from personas import load_persona
-from pipeline.errors import PersonaError
-from pipeline.memory import Remembered
-from pipeline.prompts import (
+from pipeline.conversation.memory import Remembered
+from pipeline.conversation.prompts import (
     build_messages,
     check_template,
     language_name,
     render_system_prompt,
     safe_viewer_name,
 )
+from pipeline.errors import PersonaError
 
 
 def test_the_cohost_prompt_is_filled_in() -> None:

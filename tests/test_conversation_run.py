@@ -55,7 +55,7 @@ async def test_console_lines_become_utterances_and_commands_work() -> None:
 async def test_console_reports_why_a_message_is_not_answered() -> None:
     out = io.StringIO()
     async with running_pipeline() as p:
-        from pipeline.filters import FilterRules
+        from pipeline.conversation.filters import FilterRules
 
         p.conversation.chat_filter.rules = FilterRules(user_cooldown_s=60)
         adapter = ConsoleAdapter(lines=lines("first", "second"), out=out)
@@ -142,10 +142,10 @@ enabled = false
 @pytest.mark.parametrize("backend", ["memory", "rabbitmq"])
 async def test_a_streamed_reply_over_either_job_queue(backend: str) -> None:
     """The conversation over the real RabbitMQ work queue and direct reply-to (and memory)."""
-    from pipeline.conversation import Conversation, ConversationOptions
-    from pipeline.filters import ChatFilter
-    from pipeline.llm import OpenAIChatLLM
-    from pipeline.safety import SafetyGuard
+    from pipeline.conversation.filters import ChatFilter
+    from pipeline.conversation.safety import SafetyGuard
+    from pipeline.conversation.turns import Conversation, ConversationOptions
+    from pipeline.services.llm import OpenAIChatLLM
     from tests.conversation_support import OPEN_RULES, RecordingHandler, RecordingSink, cohost, say
     from tests.queue_support.harness import open_transport, running_worker
 
@@ -187,8 +187,8 @@ async def test_a_streamed_reply_over_either_job_queue(backend: str) -> None:
 async def test_clips_reach_the_obs_overlay_and_a_skip_there_stops_the_turn() -> None:
     from lipcast.commands.run import OverlaySink
     from obs_overlay.server import OverlayServer
-    from pipeline.conversation import ConversationOptions
-    from pipeline.llm import OpenAIChatLLM
+    from pipeline.conversation.turns import ConversationOptions
+    from pipeline.services.llm import OpenAIChatLLM
     from tests.conversation_support import RecordingHandler, cohost, say
 
     class StreamerSkips(OverlayServer):
@@ -284,7 +284,7 @@ async def test_a_clip_that_cannot_be_written_is_one_log_line_and_the_turn_goes_o
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     from lipcast.commands.run import FolderSink
-    from pipeline.conversation import Clip, TurnInfo
+    from pipeline.conversation.turns import Clip, TurnInfo
     from tests.conversation_support import say
 
     blocker = tmp_path / "disk"
@@ -313,14 +313,14 @@ async def test_a_clip_that_cannot_be_written_is_one_log_line_and_the_turn_goes_o
 _BROKEN_TURNS = """
 import sys
 
-import pipeline.conversation
+import pipeline.conversation.turns
 
 
 async def run(self):
     raise RuntimeError("the turn loop broke")
 
 
-pipeline.conversation.Conversation.run = run
+pipeline.conversation.turns.Conversation.run = run
 from lipcast.cli import main
 
 sys.exit(main(sys.argv[1:]))

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from pipeline.filters import ChatFilter, FilterRules, clean_chat_text
+from pipeline.conversation.filters import ChatFilter, FilterRules, clean_chat_text
 from pipeline.utterance import Utterance
 
 
@@ -132,7 +132,7 @@ def test_empty_and_audio_only_messages() -> None:
 
 def test_every_rejection_is_logged_with_its_reason(caplog: pytest.LogCaptureFixture) -> None:
     chat = make(user_cooldown_s=10, blocked_words=("turnips",))
-    with caplog.at_level(logging.INFO, logger="pipeline.filters"):
+    with caplog.at_level(logging.INFO, logger="pipeline.conversation.filters"):
         chat.check(message("hello"))
         chat.check(message("hello again"))
         chat.check(message("turnips", user="bob"))

@@ -13,9 +13,9 @@ from lipsync.encode import EncodeOptions, encode_mp4_bytes
 from lipsync.sprite import SpriteRenderer
 from personas import load_persona
 from pipeline.audio import AudioChunk, concat
-from pipeline.render import avatar_for
-from pipeline.tts import Voice
-from pipeline.tts.espeak import EspeakTTS
+from pipeline.jobs.render import avatar_for
+from pipeline.services.tts import Voice
+from pipeline.services.tts.espeak import EspeakTTS
 from tests.media import decode_audio, decode_frames, envelope, mouth_gap, probe
 
 ASSETS = Path(__file__).parent / "assets"

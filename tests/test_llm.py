@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from pipeline.errors import ConfigError
-from pipeline.llm import (
+from pipeline.services.llm import (
     ChatMessage,
     GenerationOptions,
     LLMError,

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from lipcast.cli import main
+from pipeline.conversation.memory import ViewerMemory
 from pipeline.errors import BackendError, ConfigError
-from pipeline.memory import ViewerMemory
 from pipeline.utterance import ViewerKey
 
 ADA = ViewerKey(platform="twitch", channel="stream", user="ada")

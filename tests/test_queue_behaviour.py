@@ -8,13 +8,13 @@ import time
 import pytest
 
 from pipeline.errors import RenderError
-from pipeline.job_queue import (
+from pipeline.jobs.queue import (
     JobExpiredError,
     JobFailedError,
     QueueFullError,
     ResultTimeoutError,
 )
-from pipeline.wire import (
+from pipeline.jobs.wire import (
     ERROR_EXPIRED,
     ERROR_FAILED,
     ERROR_INVALID,
@@ -22,7 +22,7 @@ from pipeline.wire import (
     RenderJob,
     encode,
 )
-from pipeline.worker import FailingHandler, NoopHandler, ResultChunk, SleepHandler
+from pipeline.jobs.worker import FailingHandler, NoopHandler, ResultChunk, SleepHandler
 from tests.queue_support.harness import BACKENDS, make_job, open_transport, running_worker
 
 pytestmark = pytest.mark.parametrize("backend", BACKENDS)

@@ -13,8 +13,8 @@ from lipcast.commands import COMMANDS
 from lipcast.config import Secrets, parse_settings
 from lipcast.wiring import build_job_queue, job_queue_options
 from pipeline.errors import ConfigError
-from pipeline.job_queue.memory import MemoryJobQueue
-from pipeline.job_queue.rabbitmq import RabbitJobQueue
+from pipeline.jobs.queue.memory import MemoryJobQueue
+from pipeline.jobs.queue.rabbitmq import RabbitJobQueue
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -21,10 +21,10 @@ import pytest
 from yarl import URL
 
 from pipeline.errors import ConfigError
-from pipeline.job_queue import JobFailedError, QueueOptions, QueueUnavailableError
-from pipeline.job_queue.rabbitmq import RabbitJobQueue, safe_url
-from pipeline.wire import ATTEMPT_HEADER, ERROR_EXPIRED, ERROR_POISON, RenderJob
-from pipeline.worker import ResultChunk, SleepHandler
+from pipeline.jobs.queue import JobFailedError, QueueOptions, QueueUnavailableError
+from pipeline.jobs.queue.rabbitmq import RabbitJobQueue, safe_url
+from pipeline.jobs.wire import ATTEMPT_HEADER, ERROR_EXPIRED, ERROR_POISON, RenderJob
+from pipeline.jobs.worker import ResultChunk, SleepHandler
 from tests.queue_support.harness import (
     ROOT,
     make_job,
@@ -213,7 +213,7 @@ async def test_results_are_streamed_while_the_worker_loop_stays_responsive(broke
 _WORKER_COMMAND = """
 import sys
 import lipcast.wiring
-from pipeline.worker import SleepHandler
+from pipeline.jobs.worker import SleepHandler
 lipcast.wiring.build_job_handler = lambda settings, secrets: SleepHandler(seconds=0.6, parts=2)
 from lipcast.cli import main
 sys.exit(main(sys.argv[1:]))

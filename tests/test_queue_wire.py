@@ -9,14 +9,14 @@ import pytest
 from pamqp import decode as amqp_decode
 from pamqp import encode as amqp_encode
 
-from pipeline.job_queue import (
+from pipeline.jobs.queue import (
     JobExpiredError,
     JobFailedError,
     QueueOptions,
     ResultStream,
     ResultTimeoutError,
 )
-from pipeline.wire import (
+from pipeline.jobs.wire import (
     ERROR_EXPIRED,
     ERROR_POISON,
     Envelope,

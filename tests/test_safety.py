@@ -19,10 +19,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from pipeline.conversation import FALLBACK_LINES, NEUTRAL_LINES, ConversationOptions
-from pipeline.errors import BackendError, ConfigError
-from pipeline.llm import OpenAIChatLLM, RetryPolicy
-from pipeline.safety import (
+from pipeline.conversation.safety import (
     OpenAIModeration,
     PhraseMatcher,
     SafetyGuard,
@@ -30,6 +27,9 @@ from pipeline.safety import (
     fold,
     secrets_from_environment,
 )
+from pipeline.conversation.turns import FALLBACK_LINES, NEUTRAL_LINES, ConversationOptions
+from pipeline.errors import BackendError, ConfigError
+from pipeline.services.llm import OpenAIChatLLM, RetryPolicy
 from tests.conversation_support import RecordingSink, cohost, running_pipeline, say
 from tests.openai_stub import Fault, OpenAIStub, last_user_text
 

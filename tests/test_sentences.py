@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.sentences import SentenceSplitter, speakable
+from pipeline.conversation.sentences import SentenceSplitter, speakable
 from tests.openai_stub import tokenize
 
 

@@ -13,8 +13,8 @@ import pytest
 
 from pipeline.audio import AudioChunk, concat
 from pipeline.errors import BackendError, InputError
-from pipeline.tts.base import Voice
-from pipeline.tts.espeak import EspeakTTS
+from pipeline.services.tts.base import Voice
+from pipeline.services.tts.espeak import EspeakTTS
 
 SENTENCES = {
     "en": "Hello everyone, thanks for joining the stream tonight.",
@@ -110,7 +110,8 @@ async def test_concurrent_requests_are_serialised_not_mixed() -> None:
 def test_importing_the_backends_does_no_work() -> None:
     code = (
         "import sys, threading, pathlib\n"
-        "import pipeline.tts.espeak, pipeline.tts.piper, pipeline.tts.openai, pipeline.tts.silero\n"
+        "import pipeline.services.tts.espeak, pipeline.services.tts.piper\n"
+        "import pipeline.services.tts.openai, pipeline.services.tts.silero\n"
         "heavy = {'openai', 'piper', 'onnxruntime', 'espeakng_loader'} & set(sys.modules)\n"
         "assert not heavy, heavy\n"
         "assert 'espeak' not in pathlib.Path('/proc/self/maps').read_text()\n"

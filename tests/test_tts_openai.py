@@ -13,8 +13,8 @@ from aiohttp import web
 
 from pipeline.audio import AudioChunk, concat
 from pipeline.errors import BackendError, ConfigError, InputError
-from pipeline.tts.base import Voice
-from pipeline.tts.openai import OpenAITTS
+from pipeline.services.tts.base import Voice
+from pipeline.services.tts.openai import OpenAITTS
 from tests.conftest import ServeApp
 
 API_KEY = "sk-test-0123456789abcdefSECRET"

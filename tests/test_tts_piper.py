@@ -14,8 +14,8 @@ import pytest
 
 from pipeline.audio import AudioChunk, concat
 from pipeline.errors import BackendError, InputError, MissingDependencyError
-from pipeline.tts.base import Voice
-from pipeline.tts.piper import PiperTTS
+from pipeline.services.tts.base import Voice
+from pipeline.services.tts.piper import PiperTTS
 
 THREE_SENTENCES = (
     "Welcome back to the stream. Today we are building a tiny robot. Let's get started!"

@@ -11,8 +11,8 @@ from aiohttp import web
 
 from pipeline.audio import AudioChunk, write_wav
 from pipeline.errors import BackendError, InputError
-from pipeline.tts.base import Voice
-from pipeline.tts.silero import SileroTTS
+from pipeline.services.tts.base import Voice
+from pipeline.services.tts.silero import SileroTTS
 from tests.conftest import ServeApp
 
 ENGLISH = Voice(language="en")

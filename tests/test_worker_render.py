@@ -10,7 +10,7 @@ import pytest
 from lipcast.config import Settings, load_secrets
 from lipcast.wiring import build_job_handler
 from personas import builtin_persona_dir, load_persona
-from pipeline.job_queue import JobFailedError
+from pipeline.jobs.queue import JobFailedError
 from tests.media import probe
 from tests.queue_support.harness import BACKENDS, make_job, open_transport, running_worker
 

@@ -29,11 +29,18 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline.job_queue import JobQueue, QueueOptions
-from pipeline.job_queue.memory import MemoryJobQueue
-from pipeline.job_queue.rabbitmq import RabbitJobQueue, safe_url
-from pipeline.wire import RenderJob
-from pipeline.worker import JobHandler, NoopHandler, RenderWorker, ResultChunk, SleepHandler, serve
+from pipeline.jobs.queue import JobQueue, QueueOptions
+from pipeline.jobs.queue.memory import MemoryJobQueue
+from pipeline.jobs.queue.rabbitmq import RabbitJobQueue, safe_url
+from pipeline.jobs.wire import RenderJob
+from pipeline.jobs.worker import (
+    JobHandler,
+    NoopHandler,
+    RenderWorker,
+    ResultChunk,
+    SleepHandler,
+    serve,
+)
 
 if TYPE_CHECKING:
     from lipcast.cli import Context

@@ -29,12 +29,12 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from lipcast.wiring import build_conversation, build_job_handler, persona_from_settings
-from pipeline.conversation import Clip, ClipSink, TurnReport
-from pipeline.job_queue.base import QueueOptions
-from pipeline.job_queue.memory import MemoryJobQueue
-from pipeline.llm import OpenAIChatLLM, RetryPolicy
+from pipeline.conversation.turns import Clip, ClipSink, TurnReport
+from pipeline.jobs.queue.base import QueueOptions
+from pipeline.jobs.queue.memory import MemoryJobQueue
+from pipeline.jobs.worker import RenderWorker
+from pipeline.services.llm import OpenAIChatLLM, RetryPolicy
 from pipeline.utterance import Utterance
-from pipeline.worker import RenderWorker
 
 if TYPE_CHECKING:
     from lipcast.cli import Context

@@ -17,9 +17,9 @@ from urllib.parse import urlsplit
 from lipcast.config import SECRET_VARIABLES
 from lipcast.wiring import build_clip_renderer, persona_from_settings
 from pipeline.errors import LipcastError
-from pipeline.job_queue.rabbitmq import safe_url
-from pipeline.openai_client import needs_api_key
-from pipeline.tts import TTS_BACKENDS
+from pipeline.jobs.queue.rabbitmq import safe_url
+from pipeline.services.openai_client import needs_api_key
+from pipeline.services.tts import TTS_BACKENDS
 
 if TYPE_CHECKING:
     from lipcast.cli import Context

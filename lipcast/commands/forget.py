@@ -6,7 +6,7 @@ import argparse
 import asyncio
 from typing import TYPE_CHECKING
 
-from pipeline.memory import ViewerMemory
+from pipeline.conversation.memory import ViewerMemory
 from pipeline.utterance import ViewerKey
 
 if TYPE_CHECKING:

@@ -40,9 +40,9 @@ from lipcast.wiring import (
     persona_from_settings,
 )
 from personas import Persona
-from pipeline.conversation import Clip, ClipSink, Conversation, TurnInfo, TurnReport
+from pipeline.conversation.turns import Clip, ClipSink, Conversation, TurnInfo, TurnReport
 from pipeline.errors import ConfigError, LipcastError, PersonaError
-from pipeline.worker import RenderWorker
+from pipeline.jobs.worker import RenderWorker
 
 if TYPE_CHECKING:
     from lipcast.cli import Context

@@ -10,13 +10,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lipcast.wiring import build_clip_renderer, persona_from_settings
+from pipeline.conversation.text import check_speakable
 from pipeline.errors import InputError
-from pipeline.text import check_speakable
 
 if TYPE_CHECKING:
     from lipcast.cli import Context
     from personas import Persona
-    from pipeline.render import ClipRenderer, Progress, RenderedClip
+    from pipeline.jobs.render import ClipRenderer, Progress, RenderedClip
 
 HELP = "render a lip-synced clip of a persona saying a text"
 PROGRESS_AFTER_FRAMES = 250  # show a progress bar for clips longer than about 10 s

@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING
 
 from lipcast.wiring import job_queue_options
 from pipeline.errors import ConfigError
-from pipeline.job_queue import open_job_queue
-from pipeline.job_queue.rabbitmq import safe_url
-from pipeline.worker import JobHandler, WorkerStats, default_worker_id, serve
+from pipeline.jobs.queue import open_job_queue
+from pipeline.jobs.queue.rabbitmq import safe_url
+from pipeline.jobs.worker import JobHandler, WorkerStats, default_worker_id, serve
 
 if TYPE_CHECKING:
     from lipcast.cli import Context

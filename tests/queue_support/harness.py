@@ -24,11 +24,11 @@ import pytest
 from aio_pika.abc import AbstractIncomingMessage
 from yarl import URL
 
-from pipeline.job_queue import JobQueue, QueueOptions
-from pipeline.job_queue.memory import MemoryJobQueue
-from pipeline.job_queue.rabbitmq import RabbitJobQueue
-from pipeline.wire import DEAD_DETAIL_HEADER, DEAD_REASON_HEADER, Envelope, RenderJob
-from pipeline.worker import JobHandler, RenderWorker
+from pipeline.jobs.queue import JobQueue, QueueOptions
+from pipeline.jobs.queue.memory import MemoryJobQueue
+from pipeline.jobs.queue.rabbitmq import RabbitJobQueue
+from pipeline.jobs.wire import DEAD_DETAIL_HEADER, DEAD_REASON_HEADER, Envelope, RenderJob
+from pipeline.jobs.worker import JobHandler, RenderWorker
 
 AMQP_URL = os.environ.get("LIPCAST_AMQP_URL") or "amqp://guest:guest@127.0.0.1:5672/"
 BACKENDS = ("memory", "rabbitmq")

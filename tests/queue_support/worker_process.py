@@ -17,10 +17,10 @@ import sys
 from collections.abc import AsyncIterator
 from dataclasses import replace
 
-from pipeline.job_queue import QueueOptions
-from pipeline.job_queue.rabbitmq import RabbitJobQueue
-from pipeline.wire import RenderJob
-from pipeline.worker import ResultChunk, SleepHandler, serve
+from pipeline.jobs.queue import QueueOptions
+from pipeline.jobs.queue.rabbitmq import RabbitJobQueue
+from pipeline.jobs.wire import RenderJob
+from pipeline.jobs.worker import ResultChunk, SleepHandler, serve
 
 
 def _say(line: str) -> None:

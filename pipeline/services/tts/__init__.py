@@ -3,30 +3,30 @@
 from __future__ import annotations
 
 from pipeline.backends import BackendSpec
-from pipeline.tts.base import TTS, Voice
+from pipeline.services.tts.base import TTS, Voice
 
 TTS_BACKENDS: dict[str, BackendSpec] = {
     "espeak": BackendSpec(
-        target="pipeline.tts.espeak:EspeakTTS",
+        target="pipeline.services.tts.espeak:EspeakTTS",
         requires=("espeakng_loader",),
         package="espeakng-loader",
         description="eSpeak NG, offline, 100+ languages (the default)",
     ),
     "piper": BackendSpec(
-        target="pipeline.tts.piper:PiperTTS",
+        target="pipeline.services.tts.piper:PiperTTS",
         requires=("piper",),
         package="piper-tts",
         extra="piper",
         description="Piper neural voices, offline, one model per voice",
     ),
     "openai": BackendSpec(
-        target="pipeline.tts.openai:OpenAITTS",
+        target="pipeline.services.tts.openai:OpenAITTS",
         requires=("openai",),
         package="openai",
         description="OpenAI (or a compatible server) audio.speech",
     ),
     "silero": BackendSpec(
-        target="pipeline.tts.silero:SileroTTS",
+        target="pipeline.services.tts.silero:SileroTTS",
         requires=("aiohttp",),
         package="aiohttp",
         description="a Silero TTS HTTP server (POST /tts/generate)",

@@ -21,9 +21,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from personas import Persona
+from pipeline.conversation.memory import Remembered
 from pipeline.errors import PersonaError
-from pipeline.llm import ChatMessage
-from pipeline.memory import Remembered
+from pipeline.services.llm import ChatMessage
 
 LANGUAGE_NAMES: dict[str, str] = {
     "ar": "Arabic", "cs": "Czech", "da": "Danish", "de": "German", "el": "Greek",

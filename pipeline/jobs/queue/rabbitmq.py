@@ -60,7 +60,7 @@ from pamqp.commands import Basic
 from yarl import URL
 
 from pipeline.errors import ConfigError
-from pipeline.job_queue.base import (
+from pipeline.jobs.queue.base import (
     Delivery,
     DeliveryLostError,
     JobConsumer,
@@ -73,7 +73,7 @@ from pipeline.job_queue.base import (
     ResultStream,
     check_not_expired,
 )
-from pipeline.wire import (
+from pipeline.jobs.wire import (
     ATTEMPT_HEADER,
     DEAD_AT_HEADER,
     DEAD_BY_HEADER,

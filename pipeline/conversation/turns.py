@@ -41,9 +41,14 @@ from dataclasses import dataclass, field
 from typing import Literal, TypeVar
 
 from personas import Persona
+from pipeline.conversation.filters import ChatFilter
+from pipeline.conversation.memory import Remembered, ViewerMemory
+from pipeline.conversation.prompts import build_messages, check_template, safe_viewer_name
+from pipeline.conversation.safety import SafetyGuard, Verdict, moderation_log
+from pipeline.conversation.sentences import Sentence, SentenceSplitter
+from pipeline.conversation.timings import TurnTimings
 from pipeline.errors import LipcastError
-from pipeline.filters import ChatFilter
-from pipeline.job_queue.base import (
+from pipeline.jobs.queue.base import (
     JobExpiredError,
     JobFailedError,
     JobQueue,
@@ -51,14 +56,9 @@ from pipeline.job_queue.base import (
     QueueFullError,
     ResultStream,
 )
-from pipeline.llm import LLM, GenerationOptions, LLMError
-from pipeline.memory import Remembered, ViewerMemory
-from pipeline.prompts import build_messages, check_template, safe_viewer_name
-from pipeline.safety import SafetyGuard, Verdict, moderation_log
-from pipeline.sentences import Sentence, SentenceSplitter
-from pipeline.timings import TurnTimings
+from pipeline.jobs.wire import RenderJob
+from pipeline.services.llm import LLM, GenerationOptions, LLMError
 from pipeline.utterance import Utterance
-from pipeline.wire import RenderJob
 
 log = logging.getLogger(__name__)
 turn_log = logging.getLogger("lipcast.turns")

@@ -28,7 +28,7 @@ from types import TracebackType
 from typing import ClassVar, Self
 
 from pipeline.errors import LipcastError
-from pipeline.wire import ERROR_EXPIRED, RenderJob, RenderResult
+from pipeline.jobs.wire import ERROR_EXPIRED, RenderJob, RenderResult
 
 log = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ import numpy as np
 
 from pipeline.audio import AudioChunk
 from pipeline.errors import BackendError, InputError, MissingDependencyError
+from pipeline.services.tts.base import TTS, Voice
 from pipeline.threads import stream_from_thread
-from pipeline.tts.base import TTS, Voice
 
 # Values from espeak-ng's speak_lib.h.
 _AUDIO_OUTPUT_SYNCHRONOUS = 2

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from pipeline.errors import BackendError
-from pipeline.openai_client import OpenAIEndpoint
+from pipeline.services.openai_client import OpenAIEndpoint
 
 log = logging.getLogger(__name__)
 moderation_log = logging.getLogger("lipcast.moderation")

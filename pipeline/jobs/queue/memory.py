@@ -1,6 +1,6 @@
 """The ``memory`` job queue: one process, workers as tasks (the embedded default).
 
-Jobs and results still travel as wire envelopes (:mod:`pipeline.wire`), encoded on submit and
+Jobs and results still travel as wire envelopes (:mod:`pipeline.jobs.wire`), encoded on submit and
 validated when a worker takes them, so this backend behaves like the broker one: the same
 priorities, length bound, attempt counting and dead-lettering, minus the network.
 """
@@ -15,7 +15,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from pipeline.job_queue.base import (
+from pipeline.jobs.queue.base import (
     Delivery,
     JobConsumer,
     JobQueue,
@@ -25,7 +25,7 @@ from pipeline.job_queue.base import (
     ResultStream,
     check_not_expired,
 )
-from pipeline.wire import (
+from pipeline.jobs.wire import (
     ERROR_INVALID,
     ERROR_POISON,
     Envelope,
@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, kw_only=True)
 class DeadLetter:
-    """A job the queue gave up on, with the reason (one of ``pipeline.wire.ERROR_REASONS``)."""
+    """A job the queue gave up on, with the reason (one of ``pipeline.jobs.wire.ERROR_REASONS``)."""
 
     envelope: Envelope
     reason: str

@@ -1,11 +1,12 @@
 """Which chat messages the persona answers: the gate between adapters and the conversation.
 
 :class:`ChatFilter` cleans and bounds a viewer's text (control and invisible characters out,
-whitespace tidied, at most ``max_chars``) and then applies, in order: blocked users, blocked
-words (matched in every disguise, see :mod:`pipeline.safety`), duplicate suppression, a
-per-viewer cooldown and a global rate. Every rejection is logged with its reason on the
-``pipeline.filters`` logger and returned as a :class:`FilterResult`, so an adapter can tell
-the viewer why (or stay silent). Moderators may skip the cooldown, rate and duplicate checks.
+whitespace tidied, at most ``max_chars``) and then applies, in order: blocked users,
+blocked words (matched in every disguise, see :mod:`pipeline.conversation.safety`), duplicate
+suppression, a per-viewer cooldown and a global rate. Every rejection is logged with its reason
+on the ``pipeline.conversation.filters`` logger and returned as a :class:`FilterResult`, so an
+adapter can tell the viewer why (or stay silent). Moderators may skip the cooldown, rate and
+duplicate checks.
 
 Judging a message (:meth:`ChatFilter.judge`) changes nothing; only :meth:`ChatFilter.commit`,
 called once the message is really taken, starts the cooldown and uses a rate slot.
@@ -22,7 +23,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from pipeline.safety import PhraseMatcher, fold
+from pipeline.conversation.safety import PhraseMatcher, fold
 from pipeline.utterance import Utterance, ViewerKey
 
 log = logging.getLogger(__name__)

@@ -21,9 +21,9 @@ from lipsync.renderer import Frame, Renderer
 from personas import Persona
 from pipeline.audio import AudioChunk, concat
 from pipeline.errors import InputError, PersonaError, RenderError
-from pipeline.tts import TTS, Voice
-from pipeline.wire import RenderJob
-from pipeline.worker import ResultChunk
+from pipeline.jobs.wire import RenderJob
+from pipeline.jobs.worker import ResultChunk
+from pipeline.services.tts import TTS, Voice
 
 Progress = Callable[[int, int], None]  # (frames done, frames in all)
 

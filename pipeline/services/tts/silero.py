@@ -15,7 +15,7 @@ import aiohttp
 
 from pipeline.audio import AudioChunk, read_wav
 from pipeline.errors import BackendError, InputError
-from pipeline.tts.base import TTS, Voice
+from pipeline.services.tts.base import TTS, Voice
 
 # Speakers of Silero's published models, by persona language.
 DEFAULT_SPEAKERS = {

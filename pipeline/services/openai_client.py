@@ -1,8 +1,8 @@
 """One way to reach OpenAI, or a server speaking its API, for every backend that does.
 
-The language model (:mod:`pipeline.llm`), OpenAI text-to-speech (:mod:`pipeline.tts.openai`) and
-moderation (:mod:`pipeline.safety`) each hold an :class:`OpenAIEndpoint`, which gives them the
-same three things:
+The language model (:mod:`pipeline.services.llm`), OpenAI text-to-speech
+(:mod:`pipeline.services.tts.openai`) and moderation (:mod:`pipeline.conversation.safety`) each
+hold an :class:`OpenAIEndpoint`, which gives them the same three things:
 
 * **the API-key rule**: OpenAI itself (host ``api.openai.com``) needs ``OPENAI_API_KEY``, and a
   missing one is a :class:`~pipeline.errors.ConfigError` at start-up; any other server (Ollama,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pipeline.backends import BackendSpec, load_backend
-from pipeline.job_queue.base import (
+from pipeline.jobs.queue.base import (
     Delivery,
     DeliveryLostError,
     JobConsumer,
@@ -20,11 +20,11 @@ from pipeline.job_queue.base import (
 
 QUEUE_BACKENDS: dict[str, BackendSpec] = {
     "memory": BackendSpec(
-        target="pipeline.job_queue.memory:MemoryJobQueue",
+        target="pipeline.jobs.queue.memory:MemoryJobQueue",
         description="in-process: one machine, workers as tasks (the default)",
     ),
     "rabbitmq": BackendSpec(
-        target="pipeline.job_queue.rabbitmq:RabbitJobQueue",
+        target="pipeline.jobs.queue.rabbitmq:RabbitJobQueue",
         requires=("aio_pika",),
         package="aio-pika",
         description="a shared RabbitMQ work queue: render workers on other machines",

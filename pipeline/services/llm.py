@@ -28,7 +28,7 @@ from typing import Any, ClassVar, Literal
 
 from pipeline.backends import BackendSpec
 from pipeline.errors import BackendError
-from pipeline.openai_client import DEFAULT_BASE_URL, OpenAIEndpoint
+from pipeline.services.openai_client import DEFAULT_BASE_URL, OpenAIEndpoint
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ DEFAULT_MODEL = "gpt-4o-mini"  # the one documented default; any server's model 
 
 LLM_BACKENDS: dict[str, BackendSpec] = {
     "openai": BackendSpec(
-        target="pipeline.llm:OpenAIChatLLM",
+        target="pipeline.services.llm:OpenAIChatLLM",
         requires=("openai",),
         package="openai",
         description="OpenAI or a compatible server (Ollama, LM Studio, vLLM, llama.cpp)",

@@ -5,7 +5,7 @@ For each job the worker
 1. drops it without rendering when its deadline has passed (the requester gets an
    ``expired`` error part, the job goes to the dead letters with reason ``expired``);
 2. runs the :class:`JobHandler`, publishing each :class:`ResultChunk` as a
-   :class:`~pipeline.wire.RenderResult` part as soon as it is made;
+   :class:`~pipeline.jobs.wire.RenderResult` part as soon as it is made;
 3. acknowledges the job only after its last part is published.
 
 A handler that raises a permanent :class:`~pipeline.errors.LipcastError` fails the job (error
@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from pipeline.errors import LipcastError, RenderError
-from pipeline.job_queue.base import Delivery, DeliveryLostError, JobConsumer, JobQueue
-from pipeline.wire import ERROR_EXPIRED, ERROR_FAILED, ERROR_POISON, RenderJob, RenderResult
+from pipeline.jobs.queue.base import Delivery, DeliveryLostError, JobConsumer, JobQueue
+from pipeline.jobs.wire import ERROR_EXPIRED, ERROR_FAILED, ERROR_POISON, RenderJob, RenderResult
 
 log = logging.getLogger(__name__)
 

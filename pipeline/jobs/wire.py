@@ -45,7 +45,7 @@ Conventions shared by all four:
   ``wrong_kind``); a worker dead-letters such a message with that reason and carries on.
 
 Headers the transport adds (not part of any message): ``lipcast-attempt`` (how many times
-the job has been handed to a worker, see :mod:`pipeline.job_queue`), and on a dead-lettered
+the job has been handed to a worker, see :mod:`pipeline.jobs.queue`), and on a dead-lettered
 copy ``lipcast-dead-reason``, ``lipcast-dead-detail``, ``lipcast-dead-at`` and
 ``lipcast-dead-by``.
 """

@@ -2,7 +2,7 @@
 
 The official ``openai`` package makes the request; the response body is read as it arrives and
 cut into chunks, so the first words can be rendered while the rest still downloads. The key rule,
-the client and the errors are :mod:`pipeline.openai_client`'s: failures become
+the client and the errors are :mod:`pipeline.services.openai_client`'s: failures become
 :class:`BackendError` with ``transient`` set where a retry may help, and the API key never
 appears in a message or a repr.
 """
@@ -14,8 +14,8 @@ from typing import Any, ClassVar
 
 from pipeline.audio import AudioChunk
 from pipeline.errors import BackendError, InputError
-from pipeline.openai_client import DEFAULT_BASE_URL, OpenAIEndpoint
-from pipeline.tts.base import TTS, Voice
+from pipeline.services.openai_client import DEFAULT_BASE_URL, OpenAIEndpoint
+from pipeline.services.tts.base import TTS, Voice
 
 SAMPLE_RATE = 24_000  # response_format="pcm": signed 16-bit little-endian mono at 24 kHz
 MAX_INPUT_CHARS = 4096  # the API's limit on ``input``
