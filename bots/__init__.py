@@ -1,1 +1,17 @@
-"""Platform adapters (Twitch, Discord, console): each turns platform events into utterances."""
+"""Platform adapters (Twitch, Discord, console): each turns platform events into utterances.
+
+Adapters are chosen by name, like every other backend: :data:`ADAPTERS` says where each one's
+class lives and which optional package it needs; ``lipcast.wiring`` builds the enabled ones
+from their bot.toml sections (``[console]``, ``[twitch]``, ``[discord]``).
+"""
+
+from __future__ import annotations
+
+from pipeline.backends import BackendSpec
+
+ADAPTERS: dict[str, BackendSpec] = {
+    "console": BackendSpec(
+        target="bots.console:ConsoleAdapter",
+        description="chat typed in the terminal that runs lipcast",
+    ),
+}

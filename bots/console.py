@@ -5,8 +5,13 @@ a plain line speaks as the current viewer. Commands start with ``/``::
 
     /user NAME   speak as NAME from now on        /mod   toggle the moderator flag
     /sub         toggle the subscriber flag        /bits N  cheer N bits with the next line
-    /skip        stop the reply in progress        /clear drop the messages waiting
+    /skip        stop the reply on air             /clear drop the replies waiting
+    /pause       refuse messages until /resume     /persona NAME [LANGUAGE]  switch persona
+    /lang CODE   your language                     /forget  forget what you said
     /quit        stop lipcast (so does Ctrl-D)     /help  this list
+
+The console's commands are the broadcaster's, whatever /mod says; /mod sets the flag that
+the next chat lines carry.
 
 Replies are printed as the persona's lines. Lines are read on a daemon thread, so a prompt
 waiting for input never holds up shutdown.
@@ -23,12 +28,22 @@ from collections.abc import AsyncIterator
 from typing import ClassVar, TextIO
 
 from bots.base import ChatAdapter, Listener
-from pipeline.utterance import Utterance
+from pipeline.clips import Reply
+from pipeline.utterance import Admission, Control, ControlName, Utterance
 
 HELP_TEXT = (
     "type a chat line (or 'name: message'); /user NAME, /mod, /sub, /bits N, /skip, /clear, "
-    "/quit, /help"
+    "/pause, /resume, /persona NAME [LANGUAGE], /lang CODE, /forget, /quit, /help"
 )
+_CONTROLS: dict[str, ControlName] = {
+    "skip": "skip",
+    "clear": "clear",
+    "pause": "pause",
+    "resume": "resume",
+    "persona": "persona",
+    "lang": "language",
+    "forget": "forget",
+}
 _SPEAKER = re.compile(r"^([A-Za-z0-9_][A-Za-z0-9_.-]{0,24}):\s+(.+)$")
 
 
@@ -57,6 +72,7 @@ class ConsoleAdapter(ChatAdapter):
     """Chat lines from a terminal (or any text stream) as the ``console`` platform."""
 
     platform: ClassVar[str] = "console"
+    ends_run: ClassVar[bool] = True  # /quit or the end of input ends lipcast run
 
     def __init__(
         self,
@@ -88,38 +104,50 @@ class ConsoleAdapter(ChatAdapter):
             if not line:
                 continue
             if line.startswith("/"):
-                if not self._command(line, listener):
+                name, _, argument = line[1:].partition(" ")
+                name, argument = name.lower(), argument.strip()
+                if name in ("quit", "exit"):
                     return
+                control = _CONTROLS.get(name)
+                if control is None:
+                    self._setting(name, argument)
+                    continue
+                # The person at the console runs the show: its commands are the broadcaster's.
+                origin = self._utterance(self.user, line, broadcaster=True)
+                command = Control(name=control, origin=origin, argument=argument)
+                self._report(await listener.control(command))
                 continue
             user, text = self.user, line
             speaker = _SPEAKER.match(line)
             if speaker is not None:
                 user, text = speaker.group(1), speaker.group(2)
-            utterance = Utterance(
-                platform=self.platform,
-                channel=self.channel,
-                user=user.lower(),
-                user_name=user,
-                text=text,
-                moderator=self.moderator,
-                subscriber=self.subscriber,
-                bits=self._bits,
-                priority=_priority(self.moderator, self.subscriber, self._bits),
-            )
+            utterance = self._utterance(user, text)
             self._bits = 0
-            admission = await listener.hear(utterance)
-            if admission.reason == "command":
-                self._say(f"  ({admission.detail})")
-            elif not admission.accepted:
-                detail = f": {admission.detail}" if admission.detail else ""
-                self._say(f"  (not answered: {admission.reason.replace('_', ' ')}{detail})")
+            self._report(await listener.hear(utterance))
 
-    def _command(self, line: str, listener: Listener) -> bool:
-        """Run a /command; False to stop the adapter."""
-        name, _, argument = line[1:].partition(" ")
-        name, argument = name.lower(), argument.strip()
-        if name in ("quit", "exit"):
-            return False
+    def _utterance(self, user: str, text: str, *, broadcaster: bool = False) -> Utterance:
+        return Utterance(
+            platform=self.platform,
+            channel=self.channel,
+            channel_name=self.channel,
+            user=user.lower(),
+            user_name=user,
+            text=text,
+            moderator=self.moderator,
+            broadcaster=broadcaster,
+            subscriber=self.subscriber,
+            bits=self._bits,
+        )
+
+    def _report(self, admission: Admission) -> None:
+        if admission.reason == "command":
+            self._say(f"  ({admission.detail})")
+        elif not admission.accepted:
+            detail = f": {admission.detail}" if admission.detail else ""
+            self._say(f"  (not answered: {admission.reason.replace('_', ' ')}{detail})")
+
+    def _setting(self, name: str, argument: str) -> None:
+        """Change who the console speaks as (/user, /mod, /sub, /bits); else print the help."""
         if name == "user" and argument:
             self.user = argument[:25]
             self._say(f"  (now speaking as {self.user!r})")
@@ -132,28 +160,15 @@ class ConsoleAdapter(ChatAdapter):
         elif name == "bits" and argument.isdigit():
             self._bits = int(argument)
             self._say(f"  (the next line cheers {self._bits} bits)")
-        elif name == "skip":
-            self._say("  (skipped)" if listener.skip() else "  (nothing to skip)")
-        elif name == "clear":
-            self._say(f"  (dropped {listener.clear()} waiting messages)")
         else:
             self._say(f"  {HELP_TEXT}")
-        return True
 
-    async def send_text(self, channel: str, text: str) -> None:
-        self._say(f"{self.persona_name}: {text}")
+    async def deliver(self, reply: Reply) -> None:
+        if reply.text:
+            self._say(f"{reply.persona_name or self.persona_name}: {reply.text}")
 
     async def stop(self) -> None:
         self._stopped.set()
-
-
-def _priority(moderator: bool, subscriber: bool, bits: int) -> int:
-    """Moderators first, then cheers (more bits, sooner), then subscribers."""
-    if moderator:
-        return 9
-    if bits > 0:
-        return min(8, 4 + bits // 100)
-    return 2 if subscriber else 0
 
 
 async def _until(lines: AsyncIterator[str], stopped: asyncio.Event) -> AsyncIterator[str]:

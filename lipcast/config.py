@@ -258,6 +258,70 @@ class SafetySettings(_Section):
     moderation_fail_closed: bool = True  # moderation unreachable: the message is not answered
 
 
+class PrioritySettings(_Section):
+    """The one priority policy: what each viewer flag is worth (0-9, 9 answered first).
+
+    Adapters only report flags; a viewer with several gets the highest value."""
+
+    moderator: int = Field(default=9, ge=0, le=9)  # moderators and the broadcaster
+    bits: int = Field(default=5, ge=0, le=9)  # any cheer ...
+    bits_per_step: int = Field(default=100, ge=1, le=1_000_000)  # ... +1 per this many bits
+    bits_max: int = Field(default=8, ge=0, le=9)  # ... up to this
+    channel_points: int = Field(default=6, ge=0, le=9)  # a channel-points redemption
+    vip: int = Field(default=4, ge=0, le=9)
+    first_time: int = Field(default=3, ge=0, le=9)  # a viewer's first message in the channel
+    subscriber: int = Field(default=2, ge=0, le=9)
+    everyone: int = Field(default=0, ge=0, le=9)
+
+
+class ConsoleSettings(_Section):
+    """The console chat: type lines in the terminal that runs ``lipcast run``."""
+
+    enabled: bool = True
+    user: str = Field(default="viewer", min_length=1, max_length=25)  # who you are in it
+
+
+class TwitchSettings(_Section):
+    """The Twitch adapter (EventSub chat)."""
+
+    enabled: bool = False
+
+
+class DiscordSettings(_Section):
+    """The Discord adapter (slash commands, mentions, DMs, voice)."""
+
+    enabled: bool = False
+
+
+class RouteSettings(_Section):
+    """Where messages from one place go: a persona, a language and a stage.
+
+    A message takes the first route that matches its platform, channel (id or name; "*" for
+    any), guild and whether it is a direct message. Messages no route matches are ignored.
+    """
+
+    platform: Literal["console", "twitch", "discord"]
+    channel: str = Field(default="*", min_length=1, max_length=100)
+    guild: str | None = Field(default=None, min_length=1, max_length=40)  # a Discord server id
+    direct: bool | None = None  # True: direct messages only; False: channels only; None: both
+    persona: str | None = None  # a persona name or folder; default: [persona] default
+    language: str | None = Field(default=None, min_length=2, max_length=3)
+    # "stream": the live show (one reply at a time, to the overlay); "personal": a
+    # conversation of its own per channel or per viewer, many at once
+    stage: Literal["stream", "personal"] = "stream"
+    per: Literal["channel", "viewer"] = "channel"  # personal stages: whose conversation
+
+
+# Without [[routes]] in bot.toml: the console and Twitch chat speak on stream; each Discord
+# DM is the viewer's own conversation, and each Discord channel a conversation of its own.
+DEFAULT_ROUTES: tuple[RouteSettings, ...] = (
+    RouteSettings(platform="console", stage="stream"),
+    RouteSettings(platform="twitch", stage="stream"),
+    RouteSettings(platform="discord", direct=True, stage="personal", per="viewer"),
+    RouteSettings(platform="discord", direct=False, stage="personal", per="channel"),
+)
+
+
 class Settings(_Section):
     persona: PersonaSettings = PersonaSettings()
     tts: TTSSettings = TTSSettings()
@@ -271,6 +335,11 @@ class Settings(_Section):
     chat: ChatSettings = ChatSettings()
     memory: MemorySettings = MemorySettings()
     safety: SafetySettings = SafetySettings()
+    priority: PrioritySettings = PrioritySettings()
+    console: ConsoleSettings = ConsoleSettings()
+    twitch: TwitchSettings = TwitchSettings()
+    discord: DiscordSettings = DiscordSettings()
+    routes: list[RouteSettings] = Field(default_factory=lambda: list(DEFAULT_ROUTES))
 
     @field_validator("persona")
     @classmethod

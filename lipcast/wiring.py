@@ -23,6 +23,7 @@ from personas import Persona, load_persona
 from pipeline.backends import load_backend
 from pipeline.conversation.filters import ChatFilter, FilterRules
 from pipeline.conversation.memory import ViewerMemory
+from pipeline.conversation.priority import PriorityPolicy
 from pipeline.conversation.safety import OpenAIModeration, SafetyGuard, secrets_from_environment
 from pipeline.conversation.turns import ClipSink, Conversation, ConversationOptions
 from pipeline.errors import ConfigError
@@ -263,6 +264,7 @@ def conversation_options(settings: Settings, **overrides: Any) -> ConversationOp
         "first_sentence_soft_max_chars": chat.first_sentence_soft_max_chars,
         "fallback_line": settings.llm.fallback_line or None,
         "remember": settings.memory.enabled,
+        "priority": PriorityPolicy(**settings.priority.model_dump()),
     }
     values.update(overrides)
     return ConversationOptions(**values)

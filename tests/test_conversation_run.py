@@ -68,7 +68,11 @@ async def test_console_priorities_and_flags() -> None:
         adapter = ConsoleAdapter(lines=lines("/sub", "a", "/bits 300", "b", "/mod", "c"))
         await adapter.run(p.conversation)
         items = sorted(p.conversation._pending)
-    assert [(i.text, i.utterance.priority) for i in items] == [("c", 9), ("b", 7), ("a", 2)]
+    assert [(i.text, i.utterance.priority) for i in items] == [
+        ("c", 9),
+        ("b", 8),
+        ("a", 2),
+    ]  # [priority] defaults
     assert items[1].utterance.bits == 300 and items[0].utterance.moderator
 
 

@@ -10,6 +10,8 @@ import pytest
 from lipcast.config import Settings, load_secrets
 from lipcast.wiring import build_job_handler
 from personas import builtin_persona_dir, load_persona
+from pipeline.audio import AudioChunk
+from pipeline.clips import pcm_sample_rate
 from pipeline.jobs.queue import JobFailedError
 from tests.media import probe
 from tests.queue_support.harness import BACKENDS, make_job, open_transport, running_worker
@@ -24,12 +26,19 @@ async def test_a_sentence_job_comes_back_as_an_h264_aac_clip(backend: str) -> No
     )
     async with open_transport(backend) as t, running_worker(t.worker_queue, handler):
         parts = await (await t.requester.submit(job)).collect()
-    clip = b"".join(part.media for part in parts)
+    speech, video = parts  # the speech as PCM first, then the picture
+    clip = video.media
     info = probe(clip)
     assert (info.video_codec, info.audio_codec) == ("h264", "aac")
     assert abs(info.video_seconds - info.audio_seconds) <= 1 / 25
-    assert abs(parts[-1].duration_s - info.audio_seconds) <= 1 / 25
-    assert {"tts", "render", "encode", "queue_wait"} <= set(parts[-1].timings)
+    assert abs(video.duration_s - info.audio_seconds) <= 1 / 25
+    assert {"tts", "render", "encode", "queue_wait"} <= set(video.timings)
+    # The clip carries its audio as PCM, so a voice sink never decodes AAC.
+    rate = pcm_sample_rate(speech.content_type)
+    assert rate is not None and not speech.last
+    pcm = AudioChunk.from_pcm16(speech.media, rate)
+    assert abs(pcm.duration_s - info.audio_seconds) <= 0.05
+    assert float(abs(pcm.samples).max()) > 0.1  # speech, not silence
 
 
 async def test_an_unknown_persona_fails_the_job_with_its_reason(backend: str) -> None:
@@ -52,4 +61,4 @@ async def test_a_persona_loaded_from_any_folder_is_found_by_its_name(
     job = make_job("Hello from my own persona.").model_copy(update={"persona": "my-host"})
     async with open_transport(backend) as t, running_worker(t.worker_queue, handler):
         parts = await (await t.requester.submit(job)).collect()
-    assert probe(b"".join(part.media for part in parts)).audio_seconds > 0.5
+    assert probe(parts[-1].media).audio_seconds > 0.5

@@ -29,7 +29,8 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from lipcast.wiring import build_conversation, build_job_handler, persona_from_settings
-from pipeline.conversation.turns import Clip, ClipSink, TurnReport
+from pipeline.clips import Clip
+from pipeline.conversation.turns import ClipSink, TurnReport
 from pipeline.jobs.queue.base import QueueOptions
 from pipeline.jobs.queue.memory import MemoryJobQueue
 from pipeline.jobs.worker import RenderWorker

@@ -40,7 +40,8 @@ from lipcast.wiring import (
     persona_from_settings,
 )
 from personas import Persona
-from pipeline.conversation.turns import Clip, ClipSink, Conversation, TurnInfo, TurnReport
+from pipeline.clips import Clip, Reply, TurnInfo
+from pipeline.conversation.turns import ClipSink, Conversation, TurnReport
 from pipeline.errors import ConfigError, LipcastError, PersonaError
 from pipeline.jobs.worker import RenderWorker
 
@@ -168,7 +169,14 @@ class ChatSink(ClipSink):
 
     async def turn_ended(self, turn: TurnInfo, report: TurnReport) -> None:
         if turn.mode == "reply" and report.spoken_text:
-            await self.adapter.send_text(turn.utterance.channel, report.spoken_text)
+            reply = Reply(
+                utterance=turn.utterance,
+                turn_id=turn.turn_id,
+                text=report.spoken_text,
+                persona_name=turn.persona_name,
+                outcome=report.outcome,
+            )
+            await self.adapter.deliver(reply)
 
 
 # -- the command ---------------------------------------------------------------------------

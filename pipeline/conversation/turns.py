@@ -33,7 +33,6 @@ import contextlib
 import heapq
 import itertools
 import logging
-import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -41,13 +40,16 @@ from dataclasses import dataclass, field
 from typing import Literal, TypeVar
 
 from personas import Persona
+from pipeline.audio import AudioChunk, concat
+from pipeline.clips import Clip, Mode, TurnInfo, pcm_sample_rate
 from pipeline.conversation.filters import ChatFilter
 from pipeline.conversation.memory import Remembered, ViewerMemory
+from pipeline.conversation.priority import PriorityPolicy
 from pipeline.conversation.prompts import build_messages, check_template, safe_viewer_name
 from pipeline.conversation.safety import SafetyGuard, Verdict, moderation_log
 from pipeline.conversation.sentences import Sentence, SentenceSplitter
 from pipeline.conversation.timings import TurnTimings
-from pipeline.errors import LipcastError
+from pipeline.errors import InputError, LipcastError
 from pipeline.jobs.queue.base import (
     JobExpiredError,
     JobFailedError,
@@ -56,16 +58,15 @@ from pipeline.jobs.queue.base import (
     QueueFullError,
     ResultStream,
 )
-from pipeline.jobs.wire import RenderJob
+from pipeline.jobs.wire import RenderJob, RenderResult
 from pipeline.services.llm import LLM, GenerationOptions, LLMError
-from pipeline.utterance import Utterance
+from pipeline.utterance import Admission, Control, Utterance, may_control, parse_control
 
 log = logging.getLogger(__name__)
 turn_log = logging.getLogger("lipcast.turns")
 
 _T = TypeVar("_T")
 
-Mode = Literal["reply", "read_aloud"]
 Outcome = Literal[
     "completed",  # every sentence released (some may have been blocked)
     "fallback",  # the model failed before saying anything; a short fallback line was said
@@ -92,7 +93,6 @@ NEUTRAL_LINES = {
     "fr": "Parlons d'autre chose !",
     "es": "¡Hablemos de otra cosa!",
 }
-_COMMAND = re.compile(r"^!(lang|language|forget)\b\s*(\S*)", re.IGNORECASE)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -110,30 +110,7 @@ class ConversationOptions:
     fallback_line: str | None = None  # None: a short line in the persona's language
     neutral_line: str | None = None
     remember: bool = True  # keep the exchange in the viewer's history
-
-
-@dataclass(frozen=True, kw_only=True)
-class TurnInfo:
-    """Which turn a clip belongs to, for the sinks."""
-
-    turn_id: str
-    utterance: Utterance
-    viewer_name: str
-    language: str
-    mode: Mode
-
-
-@dataclass(frozen=True, kw_only=True)
-class Clip:
-    """One rendered sentence, released to the sinks in order."""
-
-    turn: TurnInfo
-    seq: int  # the clip's place in its turn: 0, 1, 2, ...
-    text: str  # what is said (the caption)
-    media: bytes
-    content_type: str
-    duration_s: float
-    timings: dict[str, float]
+    priority: PriorityPolicy = field(default_factory=PriorityPolicy)  # flags -> priority
 
 
 @dataclass(kw_only=True)
@@ -177,16 +154,6 @@ class TurnReport:
             f"turn {self.turn_id} for {self.utterance.viewer} ({self.mode}): {self.outcome}, "
             f"{parts}; {self.timings.line()}{error}"
         )
-
-
-@dataclass(frozen=True, kw_only=True)
-class Admission:
-    """What :meth:`Conversation.hear` did with a message."""
-
-    accepted: bool
-    reason: str  # "accepted", a filter reason, "blocked_phrase", "secret", "busy", "command"
-    detail: str = ""
-    text: str = ""  # the cleaned, bounded text that will be answered
 
 
 class ClipSink(abc.ABC):
@@ -265,6 +232,7 @@ class Conversation:
         self._current: tuple[str, asyncio.Task[None]] | None = None
         self._skip_requested: set[str] = set()
         self._memory_down = False  # the last use of the viewer memory failed
+        self._paused = False  # a moderator's !pause: messages are refused until !resume
         if llm is not None:
             check_template(persona)  # a broken prompt template fails at start-up
 
@@ -294,10 +262,12 @@ class Conversation:
         """Filter a viewer's message and queue a turn for it; say what was done."""
         if self._closed:
             return Admission(accepted=False, reason="closed")
-        if utterance.text is not None:
-            command = _COMMAND.match(utterance.text.strip())
-            if command is not None:
-                return await self._command(utterance, command.group(1).lower(), command.group(2))
+        command = parse_control(utterance)
+        if command is not None:
+            return await self.control(command)
+        if self._paused:
+            return Admission(accepted=False, reason="paused", detail="a moderator paused replies")
+        utterance = self.options.priority.apply(utterance)
         result = self.chat_filter.judge(utterance)
         if not result.accepted:
             return Admission(accepted=False, reason=result.reason, detail=result.detail)
@@ -320,7 +290,30 @@ class Conversation:
         self._wakeup.set()
         return Admission(accepted=True, reason="accepted", text=result.text)
 
-    async def _command(self, utterance: Utterance, name: str, argument: str) -> Admission:
+    async def control(self, command: Control) -> Admission:
+        """Run a viewer's or moderator's command on this conversation (``!skip``, ``!lang de``).
+
+        ``persona`` is the router's (it decides which persona a place talks to); here it is
+        answered as unsupported."""
+        if not may_control(command):
+            return Admission(accepted=False, reason="not_allowed", detail="for moderators only")
+        name = command.name
+        if name == "skip":
+            return _answer("skipped" if self.skip() else "nothing to skip")
+        if name == "clear":
+            return _answer(f"dropped {self.clear()} waiting messages")
+        if name in ("pause", "resume"):
+            self._paused = name == "pause"
+            return _answer("replies paused" if self._paused else "replies resumed")
+        if name == "persona":
+            return _answer(f"{self.persona.name} is the persona here")
+        return await self._viewer_command(command.origin, name, command.argument)
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    async def _viewer_command(self, utterance: Utterance, name: str, argument: str) -> Admission:
         viewer = utterance.viewer
         if name == "forget":
             try:
@@ -335,7 +328,7 @@ class Conversation:
             log.info("forgot %s at their request (%d records)", viewer, removed)
             return Admission(accepted=False, reason="command", detail=f"forgot {removed} records")
         allowed = self.persona.spec.languages or [self.persona.spec.language]
-        code = argument.lower()
+        code = argument.split()[0].lower() if argument.split() else ""
         if code not in allowed:
             return Admission(
                 accepted=False,
@@ -508,6 +501,8 @@ class _TurnRun:
             viewer_name=self.viewer_name,
             language=self.language,
             mode=report.mode,
+            persona_id=c.persona.id,
+            persona_name=c.persona.name,
         )
         for sink in c.sinks:
             await _call_sink(sink.turn_started(self.info), sink, "turn_started")
@@ -730,7 +725,8 @@ class _TurnRun:
                 record.status, record.reason = "failed", str(err)
                 log.warning("turn %s: sentence %d not rendered: %s", report.turn_id, item.seq, err)
                 continue
-            media = b"".join(part.media for part in parts)
+            picture, audio = _split_parts(parts)
+            media = b"".join(part.media for part in picture)
             first = timings.first_clip_ready is None
             now = self.elapsed()
             if first and c._clock() > self.deadline:
@@ -748,15 +744,17 @@ class _TurnRun:
                     else:
                         clip_timings[stage] = clip_timings.get(stage, 0.0) + value
             timings.add_worker_timings(clip_timings, first=first)
-            content_type = next((p.content_type for p in parts if p.media), "video/mp4")
+            content_type = next((p.content_type for p in picture if p.media), "video/mp4")
+            duration = sum(part.duration_s for part in picture)
             clip = Clip(
                 turn=self.info,
                 seq=item.seq,
                 text=item.text,
                 media=media,
                 content_type=content_type,
-                duration_s=sum(part.duration_s for part in parts),
+                duration_s=duration or (audio.duration_s if audio is not None else 0.0),
                 timings=clip_timings,
+                audio=audio,
             )
             if first:
                 timings.first_clip_ready = now
@@ -767,6 +765,27 @@ class _TurnRun:
                 keep = await _call_sink(sink.clip_ready(clip), sink, "clip_ready")
                 if keep is False:
                     raise _TurnStopped("skipped", f"{type(sink).__name__} stopped the turn")
+
+
+def _answer(detail: str) -> Admission:
+    return Admission(accepted=False, reason="command", detail=detail)
+
+
+def _split_parts(parts: list[RenderResult]) -> tuple[list[RenderResult], AudioChunk | None]:
+    """A job's result parts as (the picture's parts, the speech): PCM parts become audio."""
+    picture: list[RenderResult] = []
+    pcm: list[AudioChunk] = []
+    for part in parts:
+        rate = pcm_sample_rate(part.content_type)
+        if rate is None:
+            picture.append(part)
+        elif part.media:
+            pcm.append(AudioChunk.from_pcm16(part.media, rate))
+    try:
+        return picture, concat(pcm) if pcm else None
+    except InputError:  # parts at different rates: keep the picture, say it once
+        log.warning("a clip's audio parts disagree on their sample rate; audio dropped")
+        return picture, None
 
 
 def _token_time(token_ends: collections.deque[tuple[int, float]], end: int, now: float) -> float:

@@ -20,6 +20,7 @@ from lipsync.errors import LipsyncError
 from lipsync.renderer import Frame, Renderer
 from personas import Persona
 from pipeline.audio import AudioChunk, concat
+from pipeline.clips import pcm_content_type
 from pipeline.errors import InputError, PersonaError, RenderError
 from pipeline.jobs.wire import RenderJob
 from pipeline.jobs.worker import ResultChunk
@@ -38,6 +39,7 @@ class RenderedClip:
     frames: int
     fps: int
     timings: dict[str, float] = field(default_factory=dict)  # seconds: tts, render, encode
+    audio: AudioChunk | None = field(default=None, repr=False)  # the speech it was made from
 
 
 def avatar_for(persona: Persona) -> Avatar:
@@ -167,6 +169,7 @@ class ClipRenderer:
             frames=count,
             fps=self.renderer.fps,
             timings={"tts": tts_s, "render": render_s, "encode": elapsed - render_s},
+            audio=audio,
         )
 
 
@@ -196,6 +199,13 @@ class RenderJobHandler:
         persona = await loop.run_in_executor(None, self.persona, job.persona, job.language)
         clip = await self._clips.render(job.text, persona)
         assert clip.mp4 is not None  # rendered to bytes, not to a file
+        if clip.audio is not None:
+            # The speech travels beside the picture, so a voice sink never decodes AAC.
+            yield ResultChunk(
+                media=clip.audio.to_pcm16(),
+                content_type=pcm_content_type(clip.audio.sample_rate),
+                duration_s=clip.audio.duration_s,
+            )
         yield ResultChunk(
             media=clip.mp4, duration_s=clip.duration_s, timings=dict(clip.timings), last=True
         )
