@@ -9,9 +9,9 @@ Nothing here starts or opens what it builds.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lipcast.config import Secrets, Settings
 from lipsync.encode import EncodeOptions
@@ -26,11 +26,15 @@ from pipeline.conversation.memory import ViewerMemory
 from pipeline.conversation.priority import PriorityPolicy
 from pipeline.conversation.safety import OpenAIModeration, SafetyGuard, secrets_from_environment
 from pipeline.conversation.turns import ClipSink, Conversation, ConversationOptions
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, MissingDependencyError
 from pipeline.jobs.queue import JobQueue, QueueOptions, open_job_queue
 from pipeline.jobs.render import ClipRenderer, RenderJobHandler
+from pipeline.routing import Route
 from pipeline.services.llm import LLM, LLM_BACKENDS
 from pipeline.services.tts import TTS, TTS_BACKENDS
+
+if TYPE_CHECKING:
+    from bots.base import ChatAdapter
 
 
 def build_tts(settings: Settings, secrets: Secrets) -> TTS:
@@ -302,3 +306,65 @@ def build_conversation(
         memory=memory,
         options=conversation_options(settings, **options),
     )
+
+
+# -- the platform side ----------------------------------------------------------------------
+
+
+def routes_from_settings(settings: Settings, *, persona: str | None = None) -> list[Route]:
+    """``[[routes]]`` as the router takes them; routes naming no persona get ``persona`` (the
+    ``-p`` flag) or ``[persona] default``."""
+    fallback = persona or settings.persona.default
+    return [
+        Route(
+            platform=route.platform,
+            channel=route.channel,
+            guild=route.guild,
+            direct=route.direct,
+            persona=route.persona or fallback,
+            language=route.language or (settings.persona.language if not route.persona else None),
+            stage=route.stage,
+            per=route.per,
+        )
+        for route in settings.routes
+    ]
+
+
+def build_console_adapter(settings: Settings, secrets: Secrets) -> ChatAdapter:
+    """The terminal chat ``[console]`` describes."""
+    del secrets
+    from bots.console import ConsoleAdapter
+
+    return ConsoleAdapter(user=settings.console.user)
+
+
+AdapterBuilder = Callable[["Settings", "Secrets"], "ChatAdapter"]
+
+# How each adapter in bots.ADAPTERS is built from its bot.toml section and the secrets.
+ADAPTER_BUILDERS: dict[str, AdapterBuilder] = {
+    "console": build_console_adapter,
+}
+
+
+def enabled_adapters(settings: Settings) -> list[str]:
+    """The adapters whose bot.toml section says ``enabled = true``, in table order."""
+    from bots import ADAPTERS
+
+    return [name for name in ADAPTERS if getattr(settings, name).enabled]
+
+
+def build_adapter(name: str, settings: Settings, secrets: Secrets) -> ChatAdapter:
+    """The adapter ``name`` as its section configures it. Raises
+    :class:`~pipeline.errors.MissingDependencyError` with the ``pip install`` line when its
+    package is missing, and ``bots.base.AdapterUnavailable`` when it cannot start as
+    configured (a missing token: the message names the variable)."""
+    from bots import ADAPTERS
+
+    spec = ADAPTERS.get(name)
+    builder = ADAPTER_BUILDERS.get(name)
+    if spec is None or builder is None:
+        known = ", ".join(sorted(ADAPTERS))
+        raise ConfigError(f"unknown chat adapter {name!r}: expected one of {known}")
+    if spec.missing() is not None:
+        raise MissingDependencyError(f"the {name} adapter", package=spec.package, extra=spec.extra)
+    return builder(settings, secrets)

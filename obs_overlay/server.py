@@ -327,6 +327,14 @@ class OverlayServer:
     def paused(self) -> bool:
         return self._paused
 
+    @property
+    def on_air(self) -> str | None:
+        """The turn a page is playing now (one of its clips started), None when idle."""
+        for turn in self._turns.values():
+            if turn.begun and not self.is_cancelled(turn.turn_id):
+                return turn.turn_id
+        return None
+
     def is_cancelled(self, turn_id: str) -> bool:
         """Whether the turn was skipped or cleared (its clips are no longer shown)."""
         return turn_id in self._cancelled

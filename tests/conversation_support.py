@@ -14,15 +14,14 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
 from personas import Persona, load_persona
+from pipeline.clips import Clip, TurnInfo
 from pipeline.conversation.filters import ChatFilter, FilterRules
 from pipeline.conversation.memory import ViewerMemory
 from pipeline.conversation.safety import SafetyGuard
 from pipeline.conversation.turns import (
-    Clip,
     ClipSink,
     Conversation,
     ConversationOptions,
-    TurnInfo,
     TurnReport,
 )
 from pipeline.jobs.queue.base import QueueOptions

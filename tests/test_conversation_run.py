@@ -48,7 +48,7 @@ async def test_console_lines_become_utterances_and_commands_work() -> None:
     assert [(item.utterance.user, item.text) for item in waiting] == []  # /clear dropped them
     text = out.getvalue()
     assert "now speaking as 'carol'" in text and "moderator: on" in text
-    assert "dropped 3 waiting messages" in text
+    assert "dropped 3 waiting replies" in text
     assert "never read" not in text
 
 

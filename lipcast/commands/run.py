@@ -24,35 +24,44 @@ import errno
 import logging
 import sys
 import tempfile
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from bots.base import ChatAdapter
-from bots.console import ConsoleAdapter
+from bots.base import AdapterUnavailable, ChatAdapter
 from lipcast.wiring import (
+    build_adapter,
     build_conversation,
     build_job_handler,
     build_job_queue,
     build_llm,
     build_overlay_server,
+    build_safety,
     build_viewer_memory,
+    enabled_adapters,
     persona_from_settings,
+    routes_from_settings,
 )
 from personas import Persona
-from pipeline.clips import Clip, Reply, TurnInfo
+from pipeline.clips import Clip, TurnInfo
 from pipeline.conversation.turns import ClipSink, Conversation, TurnReport
 from pipeline.errors import ConfigError, LipcastError, PersonaError
 from pipeline.jobs.worker import RenderWorker
+from pipeline.routing import Route, Router, Stage
+from pipeline.sinks.queued import QueuedSink
+from pipeline.sinks.replies import ReplySink
 
 if TYPE_CHECKING:
     from lipcast.cli import Context
     from lipcast.config import Secrets, Settings
+    from obs_overlay.events import PlaybackReport
     from obs_overlay.server import OverlayServer
 
 HELP = "run the persona: chat in the terminal, lip-synced clips out (files, OBS overlay)"
 DRAIN_GRACE_S = 5.0  # after the chat ends, how long waiting replies get beyond their deadlines
 ADAPTER_STOP_S = 5.0  # how long a chat adapter gets to stop before it is cancelled
+RESTART_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)  # an adapter that drops: waits between
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +69,7 @@ log = logging.getLogger(__name__)
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-p", "--persona", help="persona name or folder (default: bot.toml)")
     parser.add_argument("-l", "--language", help="language for personas that speak several")
-    parser.add_argument("--user", default="viewer", help="your chat name in the console")
+    parser.add_argument("--user", help="your chat name in the console (default: [console] user)")
     parser.add_argument(
         "--no-overlay", action="store_true", help="do not serve the OBS overlay page"
     )
@@ -132,6 +141,11 @@ class OverlaySink(ClipSink):
     def __init__(self, overlay: OverlayServer) -> None:
         self.overlay = overlay
 
+    @property
+    def shows_clips(self) -> bool:
+        """A page is there to show clips (and report when each starts)."""
+        return self.overlay.connected_pages > 0
+
     async def turn_started(self, turn: TurnInfo) -> None:
         await self.overlay.turn_started(turn.turn_id, viewer=turn.viewer_name)
 
@@ -147,36 +161,16 @@ class OverlaySink(ClipSink):
         return clip_id is not None
 
     async def turn_ended(self, turn: TurnInfo, report: TurnReport) -> None:
-        if (
-            report.outcome == "skipped"
-            and report.released
-            and not self.overlay.is_cancelled(turn.turn_id)
-        ):
-            # Skipped here (the console's /skip): stop what it already showed as well. Turns
-            # run one at a time, so the reply playing is this one or about to be.
-            await self.overlay.skip()
         await self.overlay.turn_ended(turn.turn_id)
 
+    def on_air_turn(self) -> str | None:
+        return self.overlay.on_air
 
-class ChatSink(ClipSink):
-    """Posts each reply's text in the chat it answers, once the turn is over."""
+    async def skip_on_air(self) -> str | None:
+        return await self.overlay.skip()
 
-    def __init__(self, adapter: ChatAdapter) -> None:
-        self.adapter = adapter
-
-    async def clip_ready(self, clip: Clip) -> bool:
-        return True
-
-    async def turn_ended(self, turn: TurnInfo, report: TurnReport) -> None:
-        if turn.mode == "reply" and report.spoken_text:
-            reply = Reply(
-                utterance=turn.utterance,
-                turn_id=turn.turn_id,
-                text=report.spoken_text,
-                persona_name=turn.persona_name,
-                outcome=report.outcome,
-            )
-            await self.adapter.deliver(reply)
+    async def clear_waiting(self) -> int:
+        return await self.overlay.clear()
 
 
 # -- the command ---------------------------------------------------------------------------
@@ -184,10 +178,18 @@ class ChatSink(ClipSink):
 
 def run(args: argparse.Namespace, context: Context) -> int:
     settings, secrets = context.settings, context.secrets
+    if args.user:
+        settings = settings.model_copy(
+            update={"console": settings.console.model_copy(update={"user": args.user})}
+        )
+    routes = routes_from_settings(settings, persona=args.persona)
+    if args.language:
+        routes = [replace(route, language=args.language) for route in routes]
+    # The show's persona, loaded at start-up so a wrong name fails here, not on a message.
     persona = persona_from_settings(settings, args.persona, args.language)
     output = prepare_output_dir(settings.output.dir)  # before the loop: file work, at start-up
     logging.getLogger("lipcast.turns").setLevel(logging.INFO)  # one line per turn, always
-    return asyncio.run(_serve(args, settings, secrets, persona, output))
+    return asyncio.run(_serve(args, settings, secrets, persona, routes, output))
 
 
 async def _serve(
@@ -195,6 +197,7 @@ async def _serve(
     settings: Settings,
     secrets: Secrets,
     persona: Persona,
+    routes: list[Route],
     output: Path,
 ) -> int:
     async with contextlib.AsyncExitStack() as stack:
@@ -205,17 +208,16 @@ async def _serve(
             stack.push_async_callback(llm.aclose)
         memory = build_viewer_memory(settings)
         queue = build_job_queue(settings, secrets, connection_name="lipcast run")
-        adapter = ConsoleAdapter(user=args.user, persona_name=persona.name)
-        conversation = build_conversation(
-            settings,
-            secrets,
-            persona=persona,
-            queue=queue,
-            sinks=[FolderSink(output), ChatSink(adapter)],
-            llm=llm,
-            memory=memory,
-        )
-        stack.push_async_callback(conversation.safety.aclose)
+        adapters = _build_adapters(settings, secrets)
+        if not adapters:
+            raise ConfigError(
+                "no chat adapter can start (see above); enable one in bot.toml ([console], "
+                "[twitch] or [discord]: enabled = true) or fix what is reported"
+            )
+        reply_sinks = [
+            QueuedSink(ReplySink(adapter), name=f"replies-{adapter.platform}")
+            for adapter in adapters
+        ]
         in_process = settings.queue.backend == "memory"
         handler = build_job_handler(settings, secrets, personas=[persona]) if in_process else None
         if handler is not None:
@@ -241,76 +243,174 @@ async def _serve(
                 await asyncio.gather(worker_task, return_exceptions=True)
 
             stack.push_async_callback(stop_worker)
+        overlay: OverlayServer | None = None
         overlay_line = "overlay off"
+        stage = _ShowStage()
         if settings.overlay.enabled and not args.no_overlay:
-            overlay = await _start_overlay(settings, secrets, persona)
+            overlay = await _start_overlay(settings, secrets, persona, stage.clip_shown)
             if overlay is not None:
                 stack.push_async_callback(overlay.stop)
-                conversation.sinks.append(OverlaySink(overlay))
                 overlay_line = f"OBS Browser Source: {overlay.url}"
+        for sink in reply_sinks:
+            stack.push_async_callback(sink.aclose)
+
+        def make_conversation(speaker: Persona, stage_name: Stage) -> Conversation:
+            sinks: list[ClipSink] = list(reply_sinks)
+            if stage_name == "stream":
+                sinks.append(QueuedSink(FolderSink(output), name="clip-folder"))
+                if overlay is not None:
+                    sinks.append(
+                        QueuedSink(OverlaySink(overlay), name="overlay", on_stop=stage.stop)
+                    )
+            conversation = build_conversation(
+                settings,
+                secrets,
+                persona=speaker,
+                queue=queue,
+                sinks=sinks,
+                llm=llm,
+                memory=memory,
+            )
+            if stage_name == "stream":
+                stage.conversation = conversation
+            return conversation
+
+        router = Router(
+            routes=routes,
+            load_persona=lambda name, language: persona_from_settings(settings, name, language),
+            make_conversation=make_conversation,
+            make_safety=lambda speaker: build_safety(settings, secrets, speaker),
+        )
+        stack.push_async_callback(_close_router, router)
+        show = await router.start()
         workers = (
             "an in-process render worker"
             if in_process
             else f"render workers on RabbitMQ queue {settings.queue.name!r} (run `lipcast worker`)"
         )
-        print(f"lipcast: {conversation.describe()}", file=sys.stderr)
+        if show is not None:
+            print(f"lipcast: {show.describe()}", file=sys.stderr)
         print(
             f"lipcast: {workers}; clips go to {output}/; {overlay_line}",
             file=sys.stderr,
             flush=True,
         )
-        turns = asyncio.create_task(conversation.run(), name="lipcast-conversation")
-        try:
-            await _chat_while_answering(adapter, conversation, turns)
-            await _drain(conversation, settings, turns)
-        finally:
-            await conversation.close()
-            await asyncio.gather(turns, return_exceptions=True)
+        for route in routes:
+            log.info("route: %s", route.describe())
+        await _run_adapters(adapters, router, stage)
+        await _drain(router, settings)
     return 0
 
 
-async def _chat_while_answering(
-    adapter: ChatAdapter, conversation: Conversation, turns: asyncio.Task[None]
-) -> None:
-    """Run the chat adapter until it ends; should ``turns`` (the task answering the chat) end
-    first, stop the adapter and raise :class:`LipcastError`: messages nobody would answer are
-    not taken."""
-    chat = asyncio.create_task(adapter.run(conversation), name="lipcast-chat-adapter")
-    await _unless_turns_end(chat, turns, stop=adapter.stop)
+class _ShowStage:
+    """The stream stage's conversation, for the overlay's callbacks (which exist before it)."""
+
+    def __init__(self) -> None:
+        self.conversation: Conversation | None = None
+
+    def clip_shown(self, turn_id: str, seq: int) -> None:
+        if self.conversation is not None:
+            self.conversation.clip_shown(turn_id, seq)
+
+    def stop(self, turn_id: str) -> None:
+        if self.conversation is not None:
+            self.conversation.skip(turn_id)
 
 
-async def _drain(conversation: Conversation, settings: Settings, turns: asyncio.Task[None]) -> None:
+def _build_adapters(settings: Settings, secrets: Secrets) -> list[ChatAdapter]:
+    """Every enabled adapter that can be built; one that cannot is reported in one line."""
+    adapters = []
+    for name in enabled_adapters(settings):
+        try:
+            adapters.append(build_adapter(name, settings, secrets))
+        except LipcastError as err:
+            print(f"lipcast: the {name} adapter is off: {err}", file=sys.stderr)
+    return adapters
+
+
+async def _run_adapters(adapters: list[ChatAdapter], router: Router, stage: _ShowStage) -> None:
+    """Run every adapter in its own task until one that ends the run ends (the console's
+    /quit), or every adapter has ended for good; should the show's conversation stop on its
+    own, stop the adapters and raise :class:`LipcastError`."""
+    tasks = {
+        asyncio.create_task(_supervise(adapter, router), name=f"adapter-{adapter.platform}"): (
+            adapter
+        )
+        for adapter in adapters
+    }
+    show_task = router.stream_task
+    watched: set[asyncio.Task[Any]] = set(tasks)
+    if show_task is not None:
+        watched.add(show_task)
+    try:
+        while True:
+            done, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+            if show_task is not None and show_task in done:
+                raise _turns_ended(show_task)
+            for task in done:
+                watched.discard(task)
+                adapter = tasks[task]
+                if not task.cancelled() and task.exception() is not None:
+                    log.error("the %s adapter stopped: %s", adapter.platform, task.exception())
+                if adapter.ends_run:
+                    return
+            if not watched - {show_task}:
+                if any(not adapter.ends_run for adapter in adapters):
+                    print("lipcast: every chat adapter has stopped", file=sys.stderr)
+                return
+    finally:
+        await asyncio.gather(*(adapter.stop() for adapter in adapters), return_exceptions=True)
+        pending = [task for task in tasks if not task.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=ADAPTER_STOP_S)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _supervise(adapter: ChatAdapter, router: Router) -> None:
+    """Run one adapter; restart it with backoff when it drops (unless its library reconnects
+    by itself or its end ends the run). A start that cannot succeed is reported once."""
+    delays = iter(RESTART_BACKOFF_S)
+    delay = 0.0
+    while True:
+        try:
+            await adapter.run(router)
+        except AdapterUnavailable as err:
+            print(f"lipcast: the {adapter.platform} adapter is off: {err}", file=sys.stderr)
+            return
+        except Exception as err:
+            delay = next(delays, RESTART_BACKOFF_S[-1])
+            log.debug("the %s adapter failed", adapter.platform, exc_info=True)
+            log.warning(
+                "the %s adapter failed (%s: %s); restarting in %.0f s",
+                adapter.platform,
+                type(err).__name__,
+                err,
+                delay,
+            )
+        else:
+            if adapter.ends_run or adapter.reconnects_itself:
+                return
+            delay = next(delays, RESTART_BACKOFF_S[-1])
+            log.warning(
+                "the %s adapter disconnected; restarting in %.0f s", adapter.platform, delay
+            )
+        await asyncio.sleep(delay)
+
+
+async def _close_router(router: Router) -> None:
+    await router.close()
+
+
+async def _drain(router: Router, settings: Settings) -> None:
     """The chat ended: let waiting replies finish (they are bounded by their deadlines)."""
-    limit = settings.chat.deadline_s * (conversation.pending + 1) + DRAIN_GRACE_S
-    idle = asyncio.create_task(conversation.wait_idle(), name="lipcast-drain")
+    limit = settings.chat.deadline_s * (router.pending + 1) + DRAIN_GRACE_S
     try:
         async with asyncio.timeout(limit):
-            await _unless_turns_end(idle, turns)
+            await router.wait_idle()
     except TimeoutError:
-        log.warning("stopping with %d replies unanswered", conversation.pending)
-
-
-async def _unless_turns_end(
-    work: asyncio.Task[None],
-    turns: asyncio.Task[None],
-    *,
-    stop: Callable[[], Awaitable[None]] | None = None,
-) -> None:
-    """Wait for ``work``; if ``turns`` ends first, end ``work`` (``stop`` it, or cancel it)
-    and raise :class:`LipcastError` saying why the conversation stopped."""
-    try:
-        await asyncio.wait({work, turns}, return_when=asyncio.FIRST_COMPLETED)
-        if work.done():
-            work.result()
-            return
-        if stop is not None:
-            await stop()
-            await asyncio.wait({work}, timeout=ADAPTER_STOP_S)
-    finally:
-        if not work.done():
-            work.cancel()
-            await asyncio.gather(work, return_exceptions=True)
-    raise _turns_ended(turns)
+        log.warning("stopping with %d replies unanswered", router.pending)
 
 
 def _turns_ended(turns: asyncio.Task[None]) -> LipcastError:
@@ -329,11 +429,19 @@ def _turns_ended(turns: asyncio.Task[None]) -> LipcastError:
 
 
 async def _start_overlay(
-    settings: Settings, secrets: Secrets, persona: Persona
+    settings: Settings, secrets: Secrets, persona: Persona, clip_shown: Callable[[str, int], None]
 ) -> OverlayServer | None:
-    """The overlay server as ``[overlay]`` says, started; None (with a warning) if it cannot."""
+    """The overlay server as ``[overlay]`` says, started; None (with a warning) if it cannot.
+    ``clip_shown(turn_id, seq)`` hears each clip the page starts playing."""
+
+    def on_playback(report: PlaybackReport) -> None:
+        if report.kind == "started" and report.turn_id:
+            clip_shown(report.turn_id, report.seq)
+
     try:
-        overlay = build_overlay_server(settings, secrets, idle_image=persona.avatar_path)
+        overlay = build_overlay_server(
+            settings, secrets, idle_image=persona.avatar_path, on_playback=on_playback
+        )
         await overlay.start()
     except (LipcastError, PersonaError) as err:
         print(f"lipcast: the OBS overlay is off: {err}", file=sys.stderr)

@@ -24,6 +24,7 @@ class TurnTimings:
     first_sentence: float | None = None  # -> sentence 1 known complete (and submitted)
     first_clip_ready: float | None = None  # -> clip 1 received whole and released to sinks
     last_clip_ready: float | None = None  # -> the last clip released
+    first_clip_shown: float | None = None  # -> a page reported clip 1 started playing
     job_queue_wait: float | None = None  # sentence 1's job waiting for a worker
     tts: float = 0.0  # summed over the turn's clips
     render: float = 0.0
@@ -73,6 +74,7 @@ class TurnTimings:
             "encode",
             "first_clip_ready",
             "last_clip_ready",
+            "first_clip_shown",
         )
         values = self.as_dict()
         return " ".join(f"{name}={values[name]:.3f}" for name in order if values[name] is not None)

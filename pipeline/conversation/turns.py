@@ -44,7 +44,7 @@ from pipeline.audio import AudioChunk, concat
 from pipeline.clips import Clip, Mode, TurnInfo, pcm_sample_rate
 from pipeline.conversation.filters import ChatFilter
 from pipeline.conversation.memory import Remembered, ViewerMemory
-from pipeline.conversation.priority import PriorityPolicy
+from pipeline.conversation.priority import MAX_PRIORITY, PriorityPolicy
 from pipeline.conversation.prompts import build_messages, check_template, safe_viewer_name
 from pipeline.conversation.safety import SafetyGuard, Verdict, moderation_log
 from pipeline.conversation.sentences import Sentence, SentenceSplitter
@@ -66,6 +66,7 @@ log = logging.getLogger(__name__)
 turn_log = logging.getLogger("lipcast.turns")
 
 _T = TypeVar("_T")
+_WATCHED_TURNS = 64  # recent turns kept for late "first clip shown" reports
 
 Outcome = Literal[
     "completed",  # every sentence released (some may have been blocked)
@@ -159,6 +160,12 @@ class TurnReport:
 class ClipSink(abc.ABC):
     """Where released clips go (the overlay, a folder, chat). Calls come in turn order."""
 
+    @property
+    def shows_clips(self) -> bool:
+        """The sink shows clips to viewers and reports when each starts (the overlay): the
+        turn's log line waits for "first clip shown" (:meth:`Conversation.clip_shown`)."""
+        return False
+
     async def turn_started(self, turn: TurnInfo) -> None:  # noqa: B027 - optional hook
         """A turn began; its clips follow."""
 
@@ -168,6 +175,24 @@ class ClipSink(abc.ABC):
 
     async def turn_ended(self, turn: TurnInfo, report: TurnReport) -> None:  # noqa: B027
         """The turn is over; no more clips for it."""
+
+    def on_air_turn(self) -> str | None:
+        """The turn this sink is showing now (the overlay), None when it shows none."""
+        return None
+
+    async def skip_on_air(self) -> str | None:
+        """Stop the reply this sink is showing now (the overlay); its turn id, or None when it
+        shows none. Sinks that show nothing keep the default."""
+        return None
+
+    async def clear_waiting(self) -> int:
+        """Drop the replies waiting to be shown here, not the one on air; how many."""
+        return 0
+
+    def drop_turn(self, turn_id: str) -> int:
+        """Forget ``turn_id``'s clips not yet handled (a queued sink drops them); how many."""
+        del turn_id
+        return 0
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release what the sink holds."""
@@ -233,6 +258,11 @@ class Conversation:
         self._skip_requested: set[str] = set()
         self._memory_down = False  # the last use of the viewer memory failed
         self._paused = False  # a moderator's !pause: messages are refused until !resume
+        # recent turns by id (report, start), for "first clip shown" reports
+        self._watch: collections.OrderedDict[str, tuple[TurnReport, float]] = (
+            collections.OrderedDict()
+        )
+        self._unlogged: dict[str, asyncio.TimerHandle] = {}  # turn lines waiting for "shown"
         if llm is not None:
             check_template(persona)  # a broken prompt template fails at start-up
 
@@ -299,9 +329,9 @@ class Conversation:
             return Admission(accepted=False, reason="not_allowed", detail="for moderators only")
         name = command.name
         if name == "skip":
-            return _answer("skipped" if self.skip() else "nothing to skip")
+            return _answer("skipped" if await self.skip_on_air() else "nothing to skip")
         if name == "clear":
-            return _answer(f"dropped {self.clear()} waiting messages")
+            return _answer(f"dropped {await self.clear_waiting()} waiting replies")
         if name in ("pause", "resume"):
             self._paused = name == "pause"
             return _answer("replies paused" if self._paused else "replies resumed")
@@ -381,8 +411,81 @@ class Conversation:
         self._pending.clear()
         return dropped
 
+    def on_air(self) -> str | None:
+        """The turn viewers see now: the one a showing sink plays, else the one in progress."""
+        for sink in self.sinks:
+            turn = sink.on_air_turn()
+            if turn is not None:
+                return turn
+        return self.current_turn
+
+    async def skip_on_air(self) -> str | None:
+        """Stop exactly the reply on air (the one the overlay plays, or the turn in progress
+        when nothing is shown) and nothing else; returns its turn id, None if there was none."""
+        target: str | None = None
+        for sink in self.sinks:
+            stopped = await _call_sink(sink.skip_on_air(), sink, "skip_on_air")
+            if isinstance(stopped, str):
+                target = stopped
+        if target is None:
+            target = self.current_turn
+        if target is None:
+            return None
+        for sink in self.sinks:
+            sink.drop_turn(target)
+        self.skip(target)  # when it is still being produced
+        log.info("skipped turn %s (on air)", target)
+        return target
+
+    async def clear_waiting(self) -> int:
+        """Drop exactly the replies waiting, not the one on air: messages not yet answered,
+        replies rendered and queued in the sinks, and the turn being produced behind the one
+        on air. Returns how many replies were dropped."""
+        on_air = self.on_air()
+        dropped = self.clear()
+        for sink in self.sinks:
+            waiting = await _call_sink(sink.clear_waiting(), sink, "clear_waiting")
+            dropped += waiting if isinstance(waiting, int) and not isinstance(waiting, bool) else 0
+        current = self.current_turn
+        if current is not None and current != on_air:
+            for sink in self.sinks:
+                sink.drop_turn(current)
+            dropped += int(self.skip(current))
+        log.info("cleared %d waiting replies", dropped)
+        return dropped
+
+    def clip_shown(self, turn_id: str, seq: int) -> None:
+        """A showing sink reports that clip ``seq`` of ``turn_id`` started playing."""
+        watched = self._watch.get(turn_id)
+        if watched is None or seq != 0:
+            return
+        report, started = watched
+        if report.timings.first_clip_shown is None:
+            report.timings.first_clip_shown = max(0.0, self._clock() - started)
+        if turn_id in self._unlogged:
+            self._log_turn(turn_id)
+
+    def _log_turn(self, turn_id: str) -> None:
+        handle = self._unlogged.pop(turn_id, None)
+        if handle is not None:
+            handle.cancel()
+        watched = self._watch.get(turn_id)
+        if watched is not None:
+            turn_log.info("%s", watched[0].line())
+
+    def switch_persona(self, persona: Persona, safety: SafetyGuard | None = None) -> None:
+        """Answer with ``persona`` from the next turn on (a moderator's ``!persona``);
+        ``safety`` carries the new persona's blocked phrases."""
+        if self.llm is not None:
+            check_template(persona)
+        self.persona = persona
+        if safety is not None:
+            self.safety = safety
+
     async def close(self) -> None:
         """Stop answering: the turn in progress is skipped, waiting messages dropped."""
+        for turn_id in list(self._unlogged):
+            self._log_turn(turn_id)
         self._closed = True
         self.clear()
         self.skip()
@@ -396,6 +499,9 @@ class Conversation:
         report = TurnReport(turn_id=turn_id, utterance=utterance, mode=self.mode)
         report.timings.queue_wait = max(0.0, self._wall() - utterance.received_at)
         run = _TurnRun(self, report, text, started)
+        self._watch[turn_id] = (report, started)
+        while len(self._watch) > _WATCHED_TURNS:
+            self._watch.popitem(last=False)
         work = asyncio.create_task(run.work(), name=f"turn-{turn_id}")
         self._current = (turn_id, work)
         try:
@@ -416,7 +522,18 @@ class Conversation:
             self._skip_requested.discard(turn_id)
             await run.finish()
         self.reports.append(report)
-        turn_log.info("%s", report.line())
+        if (
+            report.timings.first_clip_ready is not None
+            and report.timings.first_clip_shown is None
+            and any(sink.shows_clips for sink in self.sinks)
+        ):
+            # The line waits for the page to say the first clip started (clip_shown), at most
+            # until the turn's deadline: a reply not shown by then never will be.
+            wait = max(1.0, report.utterance.received_at + self.options.deadline_s - self._wall())
+            loop = asyncio.get_running_loop()
+            self._unlogged[turn_id] = loop.call_later(wait, self._log_turn, turn_id)
+        else:
+            turn_log.info("%s", report.line())
         return report
 
     # -- helpers the turn uses ----------------------------------------------------------
@@ -691,7 +808,7 @@ class _TurnRun:
             text=text,
             persona=c.persona.id,
             language=None if self.language == c.persona.language else self.language,
-            priority=report.utterance.priority,
+            priority=_job_priority(report.utterance.priority, seq),
             created_at=now,
             deadline=deadline,
         )
@@ -765,6 +882,12 @@ class _TurnRun:
                 keep = await _call_sink(sink.clip_ready(clip), sink, "clip_ready")
                 if keep is False:
                     raise _TurnStopped("skipped", f"{type(sink).__name__} stopped the turn")
+
+
+def _job_priority(priority: int, seq: int) -> int:
+    """A sentence job's priority: its turn's, one higher for a first sentence, so that many
+    conversations sharing the workers each start speaking before any says its second."""
+    return min(MAX_PRIORITY, priority + 1) if seq == 0 else priority
 
 
 def _answer(detail: str) -> Admission:
