@@ -20,14 +20,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import re
 import statistics
-import time
 from typing import TYPE_CHECKING, Any
 
-from aiohttp import web
-
+from lipcast.benchmarks.standin_llm import StandInChatServer, tokenize
 from lipcast.wiring import build_conversation, build_job_handler, persona_from_settings
 from pipeline.clips import Clip
 from pipeline.conversation.turns import ClipSink, TurnReport
@@ -51,7 +47,6 @@ REPLY = (
 )
 TARGET_AFTER_LAST_TOKEN_S = 0.5
 TARGET_SHARE = 0.3
-_TOKEN = re.compile(r"\s?\w{1,6}|\s?[^\w\s]|\s+")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -60,56 +55,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--turns", type=int, default=3, help="measured turns (median kept)")
     parser.add_argument("--persona", help="persona that speaks (default: bot.toml)")
     parser.add_argument("--text", default=REPLY, help="the reply the model streams")
-
-
-class _ChatServer:
-    """The smallest OpenAI-compatible chat server: streams ``reply`` at a fixed token rate."""
-
-    def __init__(self, reply: str, *, tokens_per_s: float, first_token_s: float) -> None:
-        self.tokens = _TOKEN.findall(reply)
-        assert "".join(self.tokens) == reply
-        self.interval = 1.0 / tokens_per_s
-        self.first_token_s = first_token_s
-        self._runner: web.AppRunner | None = None
-
-    async def start(self) -> str:
-        app = web.Application()
-        app.router.add_post("/v1/chat/completions", self._chat)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        return f"http://127.0.0.1:{self._runner.addresses[0][1]}/v1"
-
-    async def close(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-    async def _chat(self, request: web.Request) -> web.StreamResponse:
-        body = await request.json()
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await response.prepare(request)
-        started = time.monotonic() + self.first_token_s
-        for index, token in enumerate(self.tokens):
-            delay = started + index * self.interval - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            await response.write(_event(body.get("model", "bench"), {"content": token}))
-        await response.write(_event(body.get("model", "bench"), {}, finish="stop"))
-        await response.write(b"data: [DONE]\n\n")
-        await response.write_eof()
-        return response
-
-
-def _event(model: str, delta: dict[str, str], finish: str | None = None) -> bytes:
-    chunk = {
-        "id": "chatcmpl-bench",
-        "object": "chat.completion.chunk",
-        "created": int(time.time()),
-        "model": model,
-        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-    }
-    return b"data: " + json.dumps(chunk).encode() + b"\n\n"
 
 
 class _Clips(ClipSink):
@@ -127,14 +72,14 @@ def run(args: argparse.Namespace, context: Context) -> dict[str, Any]:
 
 async def _bench(args: argparse.Namespace, context: Context) -> dict[str, Any]:
     settings = _espeak_sprite(context.settings)
-    server = _ChatServer(
+    server = StandInChatServer(
         args.text, tokens_per_s=args.tokens_per_s, first_token_s=args.first_token_ms / 1000
     )
     base_url = await server.start()
     try:
         figures: dict[str, Any] = {
             "reply_chars": len(args.text),
-            "reply_tokens": len(server.tokens),
+            "reply_tokens": len(tokenize(args.text)),
             "tokens_per_s": args.tokens_per_s,
             "first_token_ms": args.first_token_ms,
             "tts": settings.tts.backend,
