@@ -86,7 +86,7 @@ async def _bench(args: argparse.Namespace, url: str) -> dict[str, Any]:
         scaling = await _scaling(options, job_s, scaling_jobs)
         conversations = await _conversations(options, args.conversations, args.sentences)
     finally:
-        await _delete_topology(options)
+        await delete_topology(options)
     return {
         "broker": safe_url(url),
         "quick": args.quick,
@@ -284,7 +284,8 @@ async def _worker_processes(
             await process.wait()
 
 
-async def _delete_topology(options: QueueOptions) -> None:
+async def delete_topology(options: QueueOptions) -> None:
+    """Delete a bench queue, its dead-letter queue and exchange (whatever is left of them)."""
     import aio_pika
 
     with contextlib.suppress(Exception):

@@ -21,6 +21,7 @@ BENCHMARKS: dict[str, str] = {
     "render": "lipcast.benchmarks.render",
     "queue": "lipcast.benchmarks.queue",
     "turn": "lipcast.benchmarks.turn",
+    "conversations": "lipcast.benchmarks.conversations",
 }
 
 
