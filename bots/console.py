@@ -163,6 +163,9 @@ class ConsoleAdapter(ChatAdapter):
         else:
             self._say(f"  {HELP_TEXT}")
 
+    def describe(self) -> str:
+        return f"chat typed in this terminal, as {self.user!r}"
+
     async def deliver(self, reply: Reply) -> None:
         if reply.text:
             self._say(f"{reply.persona_name or self.persona_name}: {reply.text}")

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from lipcast.config import SECRET_VARIABLES
-from lipcast.wiring import build_clip_renderer, persona_from_settings
+from lipcast.wiring import build_adapter, build_clip_renderer, persona_from_settings
 from pipeline.errors import LipcastError
 from pipeline.jobs.queue.rabbitmq import safe_url
 from pipeline.services.openai_client import needs_api_key
@@ -142,9 +142,36 @@ def checks(context: Context) -> list[Check]:
         present = getattr(secrets, field) is not None
         found.append(Check("info", variable, "set" if present else "not set"))
 
+    found.extend(_adapters(settings, secrets))
     found.append(_llm(settings, secrets))
     found.append(_broker(settings, secrets))
     found.append(_gpu())
+    return found
+
+
+def _adapters(settings: Settings, secrets: Secrets) -> list[Check]:
+    """Each chat adapter: off, or whether it can start and what it lacks (read-only checks;
+    nothing is joined or posted)."""
+    from bots import ADAPTERS
+
+    found: list[Check] = []
+    for name in ADAPTERS:
+        topic = f"adapter.{name}"
+        if not getattr(settings, name).enabled:
+            found.append(Check("info", topic, f"off ([{name}] enabled = false)"))
+            continue
+        try:
+            adapter = build_adapter(name, settings, secrets)
+            readiness = asyncio.run(asyncio.wait_for(adapter.check(), timeout=15))
+        except LipcastError as err:
+            found.append(Check("FAIL", topic, f"cannot start: {err}"))
+            continue
+        except TimeoutError:
+            found.append(Check("FAIL", topic, "its checks did not answer within 15 s"))
+            continue
+        for line in readiness:
+            status = "FAIL" if not line.ok else "warn" if line.warning else "ok"
+            found.append(Check(status, topic, line.detail))
     return found
 
 

@@ -355,9 +355,9 @@ async def _run_adapters(adapters: list[ChatAdapter], router: Router, stage: _Sho
                 if adapter.ends_run:
                     return
             if not watched - {show_task}:
-                if any(not adapter.ends_run for adapter in adapters):
-                    print("lipcast: every chat adapter has stopped", file=sys.stderr)
-                return
+                raise LipcastError(
+                    "every chat adapter has stopped (see above): nothing is left to answer"
+                )
     finally:
         await asyncio.gather(*(adapter.stop() for adapter in adapters), return_exceptions=True)
         pending = [task for task in tasks if not task.done()]
