@@ -21,6 +21,7 @@ from tests.conversation_support import (
     OPEN_RULES,
     RecordingHandler,
     RecordingSink,
+    cohost,
     running_pipeline,
     say,
 )
@@ -192,12 +193,6 @@ async def test_a_failed_render_skips_that_sentence_only(stub: OpenAIStub) -> Non
     assert [s.status for s in report.sentences] == ["released", "failed", "released", "released"]
 
 
-async def test_replies_are_capped_at_the_personas_length(stub: OpenAIStub) -> None:
-    async with running_pipeline(llm=llm(stub)) as p:  # cohost: 2 sentences, 1 more tolerated
-        await p.conversation.respond(say("hi"), "hi")
-    assert p.sink.texts == FOUR_SENTENCES[:3]
-
-
 async def test_a_hostile_line_is_bounded_before_the_model_and_changes_nothing(
     stub: OpenAIStub,
 ) -> None:
@@ -309,3 +304,45 @@ async def test_the_safety_guard_applies_configured_phrases_too(stub: OpenAIStub)
         report = await p.conversation.respond(say("hi"), "hi")
     assert p.sink.texts == ["Everything else is fine."]
     assert report.blocked == 1
+
+
+async def test_a_reply_has_as_many_sentences_as_the_persona_says(stub: OpenAIStub) -> None:
+    # cohost's persona.toml: [reply] max_sentences = 2; the model writes four.
+    async with running_pipeline(llm=llm(stub)) as p:
+        assert p.conversation.persona.spec.reply.max_sentences == 2
+        report = await p.conversation.respond(say("hi nova"), "hi nova")
+    assert report.outcome == "completed"
+    assert p.sink.texts == FOUR_SENTENCES[:2]
+
+
+async def test_a_reply_stays_within_the_personas_characters(stub: OpenAIStub) -> None:
+    persona = cohost()
+    spec = persona.spec.model_copy(
+        update={"reply": persona.spec.reply.model_copy(update={"max_chars": 80})}
+    )
+    persona = persona.model_copy(update={"spec": spec})
+    async with running_pipeline(llm=llm(stub), persona=persona, options=FOUR_OK) as p:
+        await p.conversation.respond(say("hi nova"), "hi nova")
+    assert p.sink.texts == FOUR_SENTENCES[:2]  # a third would pass 80 characters
+    assert len(" ".join(p.sink.texts)) <= 80
+
+
+LONG_LINE = (
+    "First I want to say hello. Second, the boss fight was great. "
+    "Third, the music is lovely. Fourth, my cat says hi. Fifth and last, see you tomorrow."
+)
+
+
+async def test_read_aloud_reads_a_long_line_whole() -> None:
+    async with running_pipeline() as p:  # cohost: max_sentences = 2 is for replies
+        report = await p.conversation.respond(say(LONG_LINE), LONG_LINE)
+    assert report.outcome == "completed"
+    spoken = " ".join(p.sink.texts)
+    assert spoken == f"ada: {LONG_LINE}"
+
+
+async def test_read_aloud_says_when_it_cuts_a_line() -> None:
+    async with running_pipeline(options=ConversationOptions(max_sentences=3)) as p:
+        await p.conversation.respond(say(LONG_LINE), LONG_LINE)
+    assert len(p.sink.texts) == 3
+    assert p.sink.texts[-1] == "Third, the music is lovely … and more."

@@ -30,10 +30,12 @@ import abc
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import heapq
 import itertools
 import logging
 import secrets
+import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -88,6 +90,12 @@ FALLBACK_LINES = {
     "fr": "Désolée, j'ai perdu le fil. Redemande-moi dans un instant !",
     "es": "Perdona, he perdido el hilo. ¡Pregúntame otra vez en un momento!",
 }
+AND_MORE = {  # said after the last sentence read aloud when a message was cut
+    "en": "and more.",
+    "de": "und so weiter.",
+    "fr": "et ainsi de suite.",
+    "es": "y más.",
+}
 NEUTRAL_LINES = {
     "en": "Let's talk about something else!",
     "de": "Lass uns über etwas anderes reden!",
@@ -103,7 +111,7 @@ class ConversationOptions:
     deadline_s: float = 20.0  # a reply must start within this long of the message
     max_pending: int = 5  # messages waiting for their turn; more are refused as busy
     read_aloud_names: bool = True  # read-aloud mode says who wrote the message
-    max_sentences: int | None = None  # None: the persona's reply.max_sentences + 1
+    max_sentences: int | None = None  # None: the persona's reply.max_sentences
     sentence_min_chars: int = 12
     sentence_soft_max_chars: int = 160
     sentence_hard_max_chars: int = 260
@@ -589,8 +597,9 @@ class _TurnRun:
         self.without_memory = False  # memory failed once in this turn: not asked again
         self.used_memory = False  # memory answered at least once in this turn
         persona = conversation.persona
-        self.cap = conversation.options.max_sentences or persona.spec.reply.max_sentences + 1
-        self.char_cap = int(persona.spec.reply.max_chars * 1.5)
+        self.cap = conversation.options.max_sentences or persona.spec.reply.max_sentences
+        self.char_cap = persona.spec.reply.max_chars
+        self.cut = False  # a sentence would have passed char_cap: the reply ends there
 
     def elapsed(self) -> float:
         return self.c._clock() - self.started
@@ -697,6 +706,18 @@ class _TurnRun:
         text = f"{self.viewer_name}: {self.text}" if self.c.options.read_aloud_names else self.text
         splitter = self._splitter()
         sentences = splitter.feed(text) + splitter.flush()
+        # The chat filter already bounds the message ([chat] max_chars): it is read whole,
+        # unless an explicit sentence cap cuts it, and then the cut is said, never silent.
+        cap = self.c.options.max_sentences
+        if cap is not None and len(sentences) > cap:
+            log.info("turn %s: message read up to sentence %d", self.report.turn_id, cap)
+            last = sentences[cap - 1]
+            sentences = [
+                *sentences[: cap - 1],
+                dataclasses.replace(last, text=_and_more(last, self.language)),
+            ]
+        self.cap = len(sentences)
+        self.char_cap = sys.maxsize
         now = self.elapsed()
         for sentence in sentences:
             await self._accept(sentence, now)
@@ -748,7 +769,7 @@ class _TurnRun:
                 report.outcome = "partial"
 
     def _full(self) -> bool:
-        return self.seq >= self.cap or len(self.said) >= self.char_cap
+        return self.seq >= self.cap or self.cut or len(self.said) >= self.char_cap
 
     def _splitter(self) -> SentenceSplitter:
         options = self.c.options
@@ -770,6 +791,9 @@ class _TurnRun:
     async def _accept(self, sentence: Sentence, last_token_at: float) -> None:
         """Check one sentence and, if it may be said, submit its render job."""
         if self._full():
+            return
+        if self.said and len(self.said) + 1 + len(sentence.text) > self.char_cap:
+            self.cut = True  # the persona's reply.max_chars: the reply ends before this one
             return
         verdict = await self.c.safety.check_reply(sentence.text, said_before=self.said)
         if not verdict.ok:
@@ -888,6 +912,11 @@ def _job_priority(priority: int, seq: int) -> int:
     """A sentence job's priority: its turn's, one higher for a first sentence, so that many
     conversations sharing the workers each start speaking before any says its second."""
     return min(MAX_PRIORITY, priority + 1) if seq == 0 else priority
+
+
+def _and_more(sentence: Sentence, language: str) -> str:
+    more = AND_MORE.get(language.split("-")[0], AND_MORE["en"])
+    return f"{sentence.text.rstrip(' .…')} … {more}"
 
 
 def _answer(detail: str) -> Admission:
