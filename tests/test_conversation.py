@@ -346,3 +346,12 @@ async def test_read_aloud_says_when_it_cuts_a_line() -> None:
         await p.conversation.respond(say(LONG_LINE), LONG_LINE)
     assert len(p.sink.texts) == 3
     assert p.sink.texts[-1] == "Third, the music is lovely … and more."
+
+
+async def test_a_coloured_chat_line_is_read_without_its_escapes() -> None:
+    async with running_pipeline() as p:
+        admission = await p.conversation.hear(say("\x1b[31mHello\x1b[0m \u202echat\u202c friends"))
+        assert admission.accepted
+        report = await p.conversation.respond(say("x"), admission.text)
+    assert p.sink.texts == ["ada: Hello chat friends"]
+    assert report.spoken_text == "ada: Hello chat friends"
