@@ -188,3 +188,27 @@ def test_personas_lists_the_broken_ones_with_their_reason(tmp_path: Path) -> Non
     assert "BROKEN" in lines["garbled"] and "not a readable image" in lines["garbled"]
     assert "BROKEN" not in lines["photo"]
     assert {"cohost", "teacher"} <= set(lines)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["say", "hi", "-o", "out.mp4", "-c", "my.toml"],
+        ["say", "hi", "--config", "my.toml", "-o", "out.mp4", "-v"],
+        ["-c", "my.toml", "say", "hi", "-o", "out.mp4"],
+    ],
+)
+def test_config_and_verbose_flags_work_before_or_after_the_command(
+    tmp_path: Path, args: list[str]
+) -> None:
+    (tmp_path / "my.toml").write_text('[tts]\nbackend = "espaek"\n')
+    result = lipcast(*args, cwd=tmp_path)
+    assert_refused(result, "my.toml: tts.backend = 'espaek'")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["my.toml"]
+
+
+def test_verbose_after_the_command_logs_more(tmp_path: Path) -> None:
+    quiet = lipcast("personas", cwd=tmp_path)
+    loud = lipcast("personas", "-vv", cwd=tmp_path)
+    assert quiet.returncode == loud.returncode == 0, loud.stderr
+    assert "DEBUG" in loud.stderr and "DEBUG" not in quiet.stderr
