@@ -355,3 +355,40 @@ async def test_a_coloured_chat_line_is_read_without_its_escapes() -> None:
         report = await p.conversation.respond(say("x"), admission.text)
     assert p.sink.texts == ["ada: Hello chat friends"]
     assert report.spoken_text == "ada: Hello chat friends"
+
+
+async def test_an_html_page_instead_of_a_model_is_a_logged_error_and_the_fallback(
+    stub: OpenAIStub, caplog: pytest.LogCaptureFixture
+) -> None:
+    stub.faults.append(Fault(kind="html"))
+    async with running_pipeline(llm=llm(stub)) as p:
+        with caplog.at_level(logging.WARNING):
+            report = await p.conversation.respond(say("hi"), "hi")
+    assert report.outcome == "fallback"
+    assert p.sink.texts == [FALLBACK_LINES["en"]]
+    assert "text/html" in report.error
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert any("text/html" in r.getMessage() and "[llm] base_url" in r.getMessage() for r in errors)
+
+
+@pytest.mark.parametrize("after_tokens", [0, 3])
+async def test_a_stalled_model_is_cut_off_in_time_for_the_fallback_and_the_next_viewer(
+    stub: OpenAIStub, after_tokens: int
+) -> None:
+    stub.faults.append(Fault(kind="stall", after_tokens=after_tokens))  # the first request only
+    options = ConversationOptions(deadline_s=3.0)
+    # a read timeout far past the deadline: the cut must not wait for it
+    async with running_pipeline(llm=llm(stub, timeout_s=30.0), options=options) as p:
+        first = await p.conversation.hear(say("hi nova", user="ada"))
+        second = await p.conversation.hear(say("hello there", user="bob"))
+        assert first.accepted and second.accepted
+        runner = asyncio.create_task(p.conversation.run(), name="test-conversation")
+        await asyncio.sleep(0.05)
+        await asyncio.wait_for(p.conversation.wait_idle(), 10)
+        await p.conversation.close()
+        await runner
+    ada, bob = p.conversation.reports
+    assert ada.outcome == "fallback", ada.line()
+    assert "cut off" in ada.error
+    assert bob.outcome == "completed", bob.line()
+    assert p.sink.texts == [FALLBACK_LINES["en"], *FOUR_SENTENCES[:2]]

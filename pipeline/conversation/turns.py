@@ -741,27 +741,48 @@ class _TurnRun:
         splitter = self._splitter()
         token_ends: collections.deque[tuple[int, float]] = collections.deque()
         received = 0
+        # The model must write its first sentence within half the time left, so that a model
+        # that stalls is cut off while the fallback line (and the viewers waiting after this
+        # one) can still play in time. Once a sentence is out, its read timeout bounds it.
+        now = c._clock()
+        model_deadline = now + max(0.0, self.deadline - now) / 2
+        first_sentence = asyncio.timeout_at(
+            asyncio.get_running_loop().time() + model_deadline - now
+        )
         try:
-            async with contextlib.aclosing(
-                llm.stream(messages, options=options, deadline=self.deadline)
-            ) as stream:
-                async for piece in stream:
-                    now = self.elapsed()
-                    if report.timings.llm_first_token is None:
-                        report.timings.llm_first_token = now
-                    received += len(piece)
-                    token_ends.append((received, now))
-                    for sentence in splitter.feed(piece):
-                        await self._accept(sentence, _token_time(token_ends, sentence.end, now))
+            async with first_sentence:
+                async with contextlib.aclosing(
+                    llm.stream(messages, options=options, deadline=model_deadline)
+                ) as stream:
+                    async for piece in stream:
+                        now = self.elapsed()
+                        if report.timings.llm_first_token is None:
+                            report.timings.llm_first_token = now
+                        received += len(piece)
+                        token_ends.append((received, now))
+                        for sentence in splitter.feed(piece):
+                            await self._accept(sentence, _token_time(token_ends, sentence.end, now))
+                        if self.seq:
+                            first_sentence.reschedule(None)
+                        if self._full():
+                            log.info("turn %s: reply cut at %d sentences", report.turn_id, self.seq)
+                            return
+                for sentence in splitter.flush():
                     if self._full():
-                        log.info("turn %s: reply cut at %d sentences", report.turn_id, self.seq)
-                        return
-            for sentence in splitter.flush():
-                if self._full():
-                    break
-                await self._accept(sentence, self.elapsed())
-        except LLMError as err:
-            log.warning("turn %s for %s: %s", report.turn_id, report.utterance.viewer, err)
+                        break
+                    await self._accept(sentence, self.elapsed())
+        except (LLMError, TimeoutError) as err:
+            if isinstance(err, TimeoutError):
+                if not first_sentence.expired():
+                    raise
+                err = LLMError(
+                    f"{llm.describe()} wrote no sentence within "
+                    f"{model_deadline - self.started:.1f} s of the turn's start; cut off so the "
+                    "fallback line plays before the deadline ([chat] deadline_s)",
+                    transient=True,
+                )
+            level = logging.WARNING if err.transient else logging.ERROR
+            log.log(level, "turn %s for %s: %s", report.turn_id, report.utterance.viewer, err)
             report.error = str(err)
             if self.seq == 0 and not report.blocked:
                 await self._say_fixed(c.options.fallback_line, FALLBACK_LINES, "fallback")
