@@ -38,18 +38,34 @@ def build_parser() -> argparse.ArgumentParser:
         description="A talking, lip-synced AI persona for live streams.",
     )
     parser.add_argument("--version", action="version", version=f"lipcast {__version__}")
-    parser.add_argument(
-        "-c", "--config", type=Path, default=None, help="bot.toml to use (default: ./bot.toml)"
-    )
-    parser.add_argument(
-        "-v", "--verbose", action="count", default=0, help="log more (-v info, -vv debug)"
-    )
+    _add_common(parser, default=True)
+    # The same flags after the subcommand (`lipcast say hi -c my.toml`): people type them
+    # there. Not given there, they leave what was given before the subcommand alone.
+    common = argparse.ArgumentParser(add_help=False)
+    _add_common(common, default=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
         module = _command_module(name)
-        command = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        command = sub.add_parser(name, help=module.HELP, description=module.HELP, parents=[common])
         module.add_arguments(command)
     return parser
+
+
+def _add_common(parser: argparse.ArgumentParser, *, default: bool) -> None:
+    parser.add_argument(
+        "-c",
+        "--config",
+        type=Path,
+        default=None if default else argparse.SUPPRESS,
+        help="bot.toml to use (default: ./bot.toml)",
+    )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0 if default else argparse.SUPPRESS,
+        help="log more (-v info, -vv debug)",
+    )
 
 
 def _redact(message: str, secrets: Secrets | None) -> str:

@@ -35,6 +35,9 @@ FaultKind = Literal[
     "disconnect",  # after `after_tokens` tokens, drop the connection
     "malformed",  # after `after_tokens` tokens, send a chunk that is not JSON
     "error_event",  # after `after_tokens` tokens, send {"error": ...} in the stream
+    "html",  # 200 with an HTML page (a web UI or a login portal at the address)
+    "json_body",  # 200 with a JSON body that is no completion (some other API)
+    "no_chunks",  # 200, an event stream that ends without a single completion chunk
 ]
 
 _TOKEN = re.compile(r"\s?\w{1,6}|\s?[^\w\s]|\s+")
@@ -173,6 +176,8 @@ class OpenAIStub:
         ):
             exchange.status = _fault_status(fault)
             return _fault_response(fault, _presented_key(request))
+        if fault is not None and fault.kind in ("html", "json_body", "no_chunks"):
+            return _not_openai(fault)
         text = self.reply(messages) if callable(self.reply) else self.reply
         if not body.get("stream"):
             return web.json_response(_completion(body["model"], text))
@@ -300,6 +305,19 @@ def _error(status: int, message: str, kind: str, code: str | None = None) -> web
     return web.json_response(
         {"error": {"message": message, "type": kind, "code": code, "param": None}}, status=status
     )
+
+
+def _not_openai(fault: Fault) -> web.Response:
+    if fault.kind == "html":
+        page = (
+            "<!DOCTYPE html>\n<html><head><title>Sign in</title></head>\n<body>\n"
+            + ("<p>Please sign in to continue.</p>\n" * 40)
+            + "</body></html>\n"
+        )
+        return web.Response(text=page, content_type="text/html")
+    if fault.kind == "json_body":
+        return web.json_response({"status": "ok", "version": "1.2.3"})
+    return web.Response(text=": keep-alive\n\ndata: [DONE]\n\n", content_type="text/event-stream")
 
 
 def _fault_status(fault: Fault) -> int:

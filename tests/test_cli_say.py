@@ -188,3 +188,85 @@ def test_personas_lists_the_broken_ones_with_their_reason(tmp_path: Path) -> Non
     assert "BROKEN" in lines["garbled"] and "not a readable image" in lines["garbled"]
     assert "BROKEN" not in lines["photo"]
     assert {"cohost", "teacher"} <= set(lines)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["say", "hi", "-o", "out.mp4", "-c", "my.toml"],
+        ["say", "hi", "--config", "my.toml", "-o", "out.mp4", "-v"],
+        ["-c", "my.toml", "say", "hi", "-o", "out.mp4"],
+    ],
+)
+def test_config_and_verbose_flags_work_before_or_after_the_command(
+    tmp_path: Path, args: list[str]
+) -> None:
+    (tmp_path / "my.toml").write_text('[tts]\nbackend = "espaek"\n')
+    result = lipcast(*args, cwd=tmp_path)
+    assert_refused(result, "my.toml: tts.backend = 'espaek'")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["my.toml"]
+
+
+def test_verbose_after_the_command_logs_more(tmp_path: Path) -> None:
+    quiet = lipcast("personas", cwd=tmp_path)
+    loud = lipcast("personas", "-vv", cwd=tmp_path)
+    assert quiet.returncode == loud.returncode == 0, loud.stderr
+    assert "DEBUG" in loud.stderr and "DEBUG" not in quiet.stderr
+
+
+LONG_TEXT = " ".join(
+    f"This is sentence number {n} of a long announcement for the stream." for n in range(28)
+)
+
+
+async def test_a_cancelled_render_stops_at_the_next_frame_and_leaves_no_file(
+    tmp_path: Path,
+) -> None:
+    import asyncio
+
+    from lipcast.config import Settings, load_secrets
+    from lipcast.wiring import build_clip_renderer
+    from personas import load_persona
+
+    renderer = build_clip_renderer(Settings(), load_secrets(None))
+    frames: list[tuple[int, int]] = []
+    started = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def progress(done: int, total: int) -> None:
+        frames.append((done, total))
+        if done == 25:
+            loop.call_soon_threadsafe(started.set)
+
+    out = tmp_path / "long.mp4"
+    render = asyncio.create_task(
+        renderer.render(LONG_TEXT, load_persona("cohost"), path=out, progress=progress)
+    )
+    await asyncio.wait_for(started.wait(), 60)
+    render.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await render
+    stopped_at = len(frames)
+    await asyncio.sleep(0.3)
+    await renderer.tts.aclose()
+    assert len(frames) == stopped_at  # the render thread is done when render() returns
+    done, total = frames[-1]
+    assert done < total // 4  # stopped near where it was cancelled, not after the render
+    left = await asyncio.to_thread(lambda: list(tmp_path.iterdir()))
+    assert left == []  # neither the clip nor its partial file
+
+
+def test_ctrl_c_during_a_long_say_exits_130_and_leaves_no_file(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    command = [sys.executable, "-m", "lipcast", "say", LONG_TEXT, "-o", "long.mp4"]
+    process = subprocess.Popen(
+        command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    time.sleep(6)  # past start-up and speech synthesis, into the frames
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert stderr.strip() == "lipcast: interrupted"
+    assert list(tmp_path.iterdir()) == []

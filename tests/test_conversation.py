@@ -21,6 +21,7 @@ from tests.conversation_support import (
     OPEN_RULES,
     RecordingHandler,
     RecordingSink,
+    cohost,
     running_pipeline,
     say,
 )
@@ -192,12 +193,6 @@ async def test_a_failed_render_skips_that_sentence_only(stub: OpenAIStub) -> Non
     assert [s.status for s in report.sentences] == ["released", "failed", "released", "released"]
 
 
-async def test_replies_are_capped_at_the_personas_length(stub: OpenAIStub) -> None:
-    async with running_pipeline(llm=llm(stub)) as p:  # cohost: 2 sentences, 1 more tolerated
-        await p.conversation.respond(say("hi"), "hi")
-    assert p.sink.texts == FOUR_SENTENCES[:3]
-
-
 async def test_a_hostile_line_is_bounded_before_the_model_and_changes_nothing(
     stub: OpenAIStub,
 ) -> None:
@@ -309,3 +304,91 @@ async def test_the_safety_guard_applies_configured_phrases_too(stub: OpenAIStub)
         report = await p.conversation.respond(say("hi"), "hi")
     assert p.sink.texts == ["Everything else is fine."]
     assert report.blocked == 1
+
+
+async def test_a_reply_has_as_many_sentences_as_the_persona_says(stub: OpenAIStub) -> None:
+    # cohost's persona.toml: [reply] max_sentences = 2; the model writes four.
+    async with running_pipeline(llm=llm(stub)) as p:
+        assert p.conversation.persona.spec.reply.max_sentences == 2
+        report = await p.conversation.respond(say("hi nova"), "hi nova")
+    assert report.outcome == "completed"
+    assert p.sink.texts == FOUR_SENTENCES[:2]
+
+
+async def test_a_reply_stays_within_the_personas_characters(stub: OpenAIStub) -> None:
+    persona = cohost()
+    spec = persona.spec.model_copy(
+        update={"reply": persona.spec.reply.model_copy(update={"max_chars": 80})}
+    )
+    persona = persona.model_copy(update={"spec": spec})
+    async with running_pipeline(llm=llm(stub), persona=persona, options=FOUR_OK) as p:
+        await p.conversation.respond(say("hi nova"), "hi nova")
+    assert p.sink.texts == FOUR_SENTENCES[:2]  # a third would pass 80 characters
+    assert len(" ".join(p.sink.texts)) <= 80
+
+
+LONG_LINE = (
+    "First I want to say hello. Second, the boss fight was great. "
+    "Third, the music is lovely. Fourth, my cat says hi. Fifth and last, see you tomorrow."
+)
+
+
+async def test_read_aloud_reads_a_long_line_whole() -> None:
+    async with running_pipeline() as p:  # cohost: max_sentences = 2 is for replies
+        report = await p.conversation.respond(say(LONG_LINE), LONG_LINE)
+    assert report.outcome == "completed"
+    spoken = " ".join(p.sink.texts)
+    assert spoken == f"ada: {LONG_LINE}"
+
+
+async def test_read_aloud_says_when_it_cuts_a_line() -> None:
+    async with running_pipeline(options=ConversationOptions(max_sentences=3)) as p:
+        await p.conversation.respond(say(LONG_LINE), LONG_LINE)
+    assert len(p.sink.texts) == 3
+    assert p.sink.texts[-1] == "Third, the music is lovely … and more."
+
+
+async def test_a_coloured_chat_line_is_read_without_its_escapes() -> None:
+    async with running_pipeline() as p:
+        admission = await p.conversation.hear(say("\x1b[31mHello\x1b[0m \u202echat\u202c friends"))
+        assert admission.accepted
+        report = await p.conversation.respond(say("x"), admission.text)
+    assert p.sink.texts == ["ada: Hello chat friends"]
+    assert report.spoken_text == "ada: Hello chat friends"
+
+
+async def test_an_html_page_instead_of_a_model_is_a_logged_error_and_the_fallback(
+    stub: OpenAIStub, caplog: pytest.LogCaptureFixture
+) -> None:
+    stub.faults.append(Fault(kind="html"))
+    async with running_pipeline(llm=llm(stub)) as p:
+        with caplog.at_level(logging.WARNING):
+            report = await p.conversation.respond(say("hi"), "hi")
+    assert report.outcome == "fallback"
+    assert p.sink.texts == [FALLBACK_LINES["en"]]
+    assert "text/html" in report.error
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert any("text/html" in r.getMessage() and "[llm] base_url" in r.getMessage() for r in errors)
+
+
+@pytest.mark.parametrize("after_tokens", [0, 3])
+async def test_a_stalled_model_is_cut_off_in_time_for_the_fallback_and_the_next_viewer(
+    stub: OpenAIStub, after_tokens: int
+) -> None:
+    stub.faults.append(Fault(kind="stall", after_tokens=after_tokens))  # the first request only
+    options = ConversationOptions(deadline_s=3.0)
+    # a read timeout far past the deadline: the cut must not wait for it
+    async with running_pipeline(llm=llm(stub, timeout_s=30.0), options=options) as p:
+        first = await p.conversation.hear(say("hi nova", user="ada"))
+        second = await p.conversation.hear(say("hello there", user="bob"))
+        assert first.accepted and second.accepted
+        runner = asyncio.create_task(p.conversation.run(), name="test-conversation")
+        await asyncio.sleep(0.05)
+        await asyncio.wait_for(p.conversation.wait_idle(), 10)
+        await p.conversation.close()
+        await runner
+    ada, bob = p.conversation.reports
+    assert ada.outcome == "fallback", ada.line()
+    assert "cut off" in ada.error
+    assert bob.outcome == "completed", bob.line()
+    assert p.sink.texts == [FALLBACK_LINES["en"], *FOUR_SENTENCES[:2]]

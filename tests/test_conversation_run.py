@@ -386,3 +386,42 @@ def test_bench_turn_builds_its_parts_in_the_composition_root() -> None:
     code = "import sys, lipcast.benchmarks.turn; print([m for m in sys.modules if 'commands' in m])"
     found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert found.stdout.strip() == "[]"  # no command module behind the benchmark
+
+
+async def test_lipcast_run_stops_when_the_overlays_port_is_taken(tmp_path: Path) -> None:
+    import socket
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    config = tmp_path / "bot.toml"
+    config.write_text(
+        f'[output]\ndir = "{tmp_path / "clips"}"\n\n[memory]\npath = "{tmp_path / "m.sqlite3"}"\n'
+        f'\n[overlay]\nhost = "127.0.0.1"\nport = {port}\n',
+        encoding="utf-8",
+    )
+    try:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "lipcast",
+            "run",
+            "-c",
+            str(config),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            cwd=tmp_path,
+        )
+        stdout, stderr = await asyncio.wait_for(process.communicate(b"hello\n/quit\n"), 60)
+    finally:
+        taken.close()
+    err = stderr.decode()
+    assert process.returncode == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("lipcast: error: the OBS overlay did not start")
+    assert f"127.0.0.1:{port}" in lines[0] and "[overlay] port" in lines[0]
+    assert "--no-overlay" in lines[0]
+    assert stdout.decode() == ""  # nothing was answered

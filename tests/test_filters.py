@@ -186,3 +186,30 @@ def test_only_an_accepted_message_can_be_committed() -> None:
     refused = message("turnips")
     with pytest.raises(ValueError, match="blocked_word"):
         chat.commit(refused, chat.judge(refused))
+
+
+@pytest.mark.parametrize(
+    ("pasted", "clean"),
+    [
+        ("\x1b[31mred alert\x1b[0m chat", "red alert chat"),  # a colour, and its reset
+        ("\x1b[1;38;5;208mbold orange\x1b[m", "bold orange"),
+        ("clear\x1b[2J\x1b[Hscreen", "clearscreen"),  # cursor moves
+        ("\x1b]0;owned title\x07hello", "hello"),  # a window title (OSC ... BEL)
+        ("\x1b]8;;https://evil.example\x1b\\link\x1b]8;;\x1b\\ here", "link here"),  # hyperlink
+        ("8-bit \x9b31mcolour\x9b0m too", "8-bit colour too"),  # C1 CSI
+        ("keypad\x1b=mode", "keypadmode"),  # a two-byte escape
+        ("title never ends \x1b]0;owned", "title never ends"),
+        ("\u202eevil\u202c \u2066isolated\u2069 \u200fmark", "evil isolated mark"),  # bidi
+        ("bell\x07 and\x00 nul", "bell and nul"),
+    ],
+)
+def test_terminal_escapes_and_bidi_controls_are_removed_whole(pasted: str, clean: str) -> None:
+    cleaned, cut = clean_chat_text(pasted, max_chars=300)
+    assert (cleaned, cut) == (clean, False)
+    result = make().check(message(pasted))
+    assert result.accepted and result.text == clean
+
+
+def test_a_message_of_escapes_only_is_empty() -> None:
+    result = make().check(message("\x1b[31m\x1b[0m\x1b]0;x\x07"))
+    assert not result.accepted and result.reason == "empty"

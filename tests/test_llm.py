@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import email.utils
 import time
 from collections.abc import AsyncIterator
 
@@ -16,7 +17,6 @@ from pipeline.services.llm import (
     OpenAIChatLLM,
     ReasoningFilter,
     RetryPolicy,
-    parse_retry_after,
 )
 from tests.openai_stub import Fault, OpenAIStub
 
@@ -240,10 +240,32 @@ def test_reasoning_filter_across_pieces() -> None:
     assert "".join(filtering.feed(piece) for piece in pieces) + filtering.flush() == "Hi  there <b>"
 
 
-def test_retry_after_forms() -> None:
-    assert parse_retry_after({"Retry-After": "2"}) == 2.0
-    assert parse_retry_after({"retry-after": "0.25"}) == 0.25
-    assert parse_retry_after({"retry-after-ms": "1500", "retry-after": "9"}) == 1.5
-    assert parse_retry_after({"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}, now=1445412470) == 10
-    assert parse_retry_after({"Retry-After": "soon"}) is None
-    assert parse_retry_after({}) is None
+async def test_retry_after_as_a_date_is_read_the_way_openai_reads_it(stub: OpenAIStub) -> None:
+    when = email.utils.formatdate(time.time() + 2.0, usegmt=True)  # seconds resolution
+    stub.faults.append(Fault(kind="rate_limit", retry_after=when))
+    llm = llm_for(stub, retry=RetryPolicy(retries=1, base_s=0.01, max_s=0.02))
+    assert await collect(llm) == REPLY
+    first, second = stub.exchanges
+    assert second.received_at - first.received_at >= 0.9
+
+
+@pytest.mark.parametrize(
+    ("kind", "said"),
+    [
+        ("html", "answered with text/html"),
+        ("json_body", "answered with application/json"),
+        ("no_chunks", "answered with an event stream without a completion chunk"),
+    ],
+)
+async def test_an_answer_that_is_not_openai_is_an_error_that_says_so(
+    stub: OpenAIStub, kind: str, said: str
+) -> None:
+    stub.faults.append(Fault(kind=kind))  # type: ignore[arg-type]
+    llm = llm_for(stub)
+    with pytest.raises(LLMError) as caught:
+        await collect(llm)
+    message = str(caught.value)
+    assert said in message and "[llm] base_url" in message
+    assert "\n" not in message
+    assert not caught.value.transient
+    assert len(stub.exchanges) == 1  # permanent: not retried

@@ -223,3 +223,21 @@ def test_the_first_sentence_is_cut_sooner() -> None:
 def test_limits_must_make_sense() -> None:
     with pytest.raises(ValueError):
         SentenceSplitter(min_chars=100, soft_max_chars=50)
+
+
+def test_speakable_removes_terminal_escapes_whole() -> None:
+    assert speakable("Sure\x1b[31m, here\x1b[0m it is.") == "Sure, here it is."
+    assert speakable("\x1b]0;title\x07Hi \u202etxet\u202c there") == "Hi txet there"
+
+
+def test_a_models_escape_sequences_are_not_spoken() -> None:
+    splitter = SentenceSplitter(language="en", min_chars=1)
+    pieces = ["\x1b[1", ";31mAlert", "\x1b[0m! All good", " here."]
+    sentences = [s for piece in pieces for s in splitter.feed(piece)] + splitter.flush()
+    assert [s.text for s in sentences] == ["Alert!", "All good here."]
+
+
+def test_say_text_loses_its_escapes_whole() -> None:
+    from pipeline.conversation.text import check_speakable
+
+    assert check_speakable("\x1b[31mHello\x1b[0m chat", max_chars=100) == "Hello chat"

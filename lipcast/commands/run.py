@@ -431,7 +431,9 @@ def _turns_ended(turns: asyncio.Task[None]) -> LipcastError:
 async def _start_overlay(
     settings: Settings, secrets: Secrets, persona: Persona, clip_shown: Callable[[str, int], None]
 ) -> OverlayServer | None:
-    """The overlay server as ``[overlay]`` says, started; None (with a warning) if it cannot.
+    """The overlay server as ``[overlay]`` says, started. If it cannot start (its port is
+    taken), lipcast stops with the reason: running on without it is easy to miss, so that
+    takes an explicit choice (``--no-overlay`` or ``[overlay] enabled = false``).
     ``clip_shown(turn_id, seq)`` hears each clip the page starts playing."""
 
     def on_playback(report: PlaybackReport) -> None:
@@ -444,6 +446,8 @@ async def _start_overlay(
         )
         await overlay.start()
     except (LipcastError, PersonaError) as err:
-        print(f"lipcast: the OBS overlay is off: {err}", file=sys.stderr)
-        return None
+        raise ConfigError(
+            f"the OBS overlay did not start: {err}; or run without it: --no-overlay, or "
+            "[overlay] enabled = false"
+        ) from err
     return overlay

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from pipeline.conversation.safety import PhraseMatcher, fold
+from pipeline.conversation.text import strip_terminal_sequences
 from pipeline.utterance import Utterance, ViewerKey
 
 log = logging.getLogger(__name__)
@@ -69,12 +70,14 @@ class FilterResult:
 
 
 def clean_chat_text(text: str, *, max_chars: int) -> tuple[str, bool]:
-    """``text`` with control and invisible characters removed, whitespace collapsed, at most
+    """``text`` with terminal escape sequences removed whole, control and invisible characters
+    (bidi overrides included) removed, whitespace collapsed, at most
     ``max_chars`` long (cut at a word where possible); and whether it was cut.
 
     Work is bounded by ``max_chars``, not by the length of what a viewer pasted.
     """
-    head = text[: max_chars * 4 + 64]
+    bounded = len(text) <= max_chars * 4 + 64
+    head = strip_terminal_sequences(text[: max_chars * 4 + 64])
     out: list[str] = []
     combining = 0
     for char in head:
@@ -92,7 +95,7 @@ def clean_chat_text(text: str, *, max_chars: int) -> tuple[str, bool]:
             combining = 0
             out.append(char)
     cleaned = " ".join("".join(out).split())
-    cut = len(text) > len(head) or len(cleaned) > max_chars
+    cut = not bounded or len(cleaned) > max_chars
     if len(cleaned) > max_chars:
         cleaned = cleaned[:max_chars]
         space = cleaned.rfind(" ")

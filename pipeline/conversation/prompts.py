@@ -22,6 +22,7 @@ from typing import Any
 
 from personas import Persona
 from pipeline.conversation.memory import Remembered
+from pipeline.conversation.text import strip_terminal_sequences
 from pipeline.errors import PersonaError
 from pipeline.services.llm import ChatMessage
 
@@ -69,7 +70,7 @@ def safe_viewer_name(name: str) -> str:
     breaks, at most 32 characters ("a viewer" when nothing is left)."""
     cleaned = "".join(
         (" " if char.isspace() else "") if unicodedata.category(char)[0] == "C" else char
-        for char in unicodedata.normalize("NFKC", name)
+        for char in unicodedata.normalize("NFKC", strip_terminal_sequences(name))
     )
     cleaned = _NAME_UNSAFE.sub("", cleaned)
     cleaned = " ".join(cleaned.split())[:MAX_NAME_CHARS].strip()

@@ -21,6 +21,8 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
+from pipeline.conversation.text import strip_terminal_sequences
+
 TERMINATORS = frozenset(".!?…‽。！？")
 _CJK_TERMINATORS = frozenset("。！？")
 _STRONG = frozenset("!?‽！？")  # end a sentence whatever word precedes them
@@ -85,10 +87,11 @@ def _language_french(language: str) -> bool:
 
 def speakable(text: str, *, language: str = "en") -> str:
     """``text`` as a voice should say it (and a caption show it): no markdown, no emoji,
-    links read as their site, control characters gone, spacing tidied.
+    links read as their site, terminal escapes and control characters gone, spacing tidied.
 
     Returns "" when nothing speakable is left.
     """
+    text = strip_terminal_sequences(text)
     text = _MD_LINK.sub(r"\1", text)
     text = _URL.sub(_url_host, text)
     text = _LIST_MARKER.sub(" ", text)

@@ -30,10 +30,12 @@ import abc
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import heapq
 import itertools
 import logging
 import secrets
+import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -88,6 +90,12 @@ FALLBACK_LINES = {
     "fr": "Désolée, j'ai perdu le fil. Redemande-moi dans un instant !",
     "es": "Perdona, he perdido el hilo. ¡Pregúntame otra vez en un momento!",
 }
+AND_MORE = {  # said after the last sentence read aloud when a message was cut
+    "en": "and more.",
+    "de": "und so weiter.",
+    "fr": "et ainsi de suite.",
+    "es": "y más.",
+}
 NEUTRAL_LINES = {
     "en": "Let's talk about something else!",
     "de": "Lass uns über etwas anderes reden!",
@@ -103,7 +111,7 @@ class ConversationOptions:
     deadline_s: float = 20.0  # a reply must start within this long of the message
     max_pending: int = 5  # messages waiting for their turn; more are refused as busy
     read_aloud_names: bool = True  # read-aloud mode says who wrote the message
-    max_sentences: int | None = None  # None: the persona's reply.max_sentences + 1
+    max_sentences: int | None = None  # None: the persona's reply.max_sentences
     sentence_min_chars: int = 12
     sentence_soft_max_chars: int = 160
     sentence_hard_max_chars: int = 260
@@ -589,8 +597,9 @@ class _TurnRun:
         self.without_memory = False  # memory failed once in this turn: not asked again
         self.used_memory = False  # memory answered at least once in this turn
         persona = conversation.persona
-        self.cap = conversation.options.max_sentences or persona.spec.reply.max_sentences + 1
-        self.char_cap = int(persona.spec.reply.max_chars * 1.5)
+        self.cap = conversation.options.max_sentences or persona.spec.reply.max_sentences
+        self.char_cap = persona.spec.reply.max_chars
+        self.cut = False  # a sentence would have passed char_cap: the reply ends there
 
     def elapsed(self) -> float:
         return self.c._clock() - self.started
@@ -697,6 +706,18 @@ class _TurnRun:
         text = f"{self.viewer_name}: {self.text}" if self.c.options.read_aloud_names else self.text
         splitter = self._splitter()
         sentences = splitter.feed(text) + splitter.flush()
+        # The chat filter already bounds the message ([chat] max_chars): it is read whole,
+        # unless an explicit sentence cap cuts it, and then the cut is said, never silent.
+        cap = self.c.options.max_sentences
+        if cap is not None and len(sentences) > cap:
+            log.info("turn %s: message read up to sentence %d", self.report.turn_id, cap)
+            last = sentences[cap - 1]
+            sentences = [
+                *sentences[: cap - 1],
+                dataclasses.replace(last, text=_and_more(last, self.language)),
+            ]
+        self.cap = len(sentences)
+        self.char_cap = sys.maxsize
         now = self.elapsed()
         for sentence in sentences:
             await self._accept(sentence, now)
@@ -720,27 +741,48 @@ class _TurnRun:
         splitter = self._splitter()
         token_ends: collections.deque[tuple[int, float]] = collections.deque()
         received = 0
+        # The model must write its first sentence within half the time left, so that a model
+        # that stalls is cut off while the fallback line (and the viewers waiting after this
+        # one) can still play in time. Once a sentence is out, its read timeout bounds it.
+        now = c._clock()
+        model_deadline = now + max(0.0, self.deadline - now) / 2
+        first_sentence = asyncio.timeout_at(
+            asyncio.get_running_loop().time() + model_deadline - now
+        )
         try:
-            async with contextlib.aclosing(
-                llm.stream(messages, options=options, deadline=self.deadline)
-            ) as stream:
-                async for piece in stream:
-                    now = self.elapsed()
-                    if report.timings.llm_first_token is None:
-                        report.timings.llm_first_token = now
-                    received += len(piece)
-                    token_ends.append((received, now))
-                    for sentence in splitter.feed(piece):
-                        await self._accept(sentence, _token_time(token_ends, sentence.end, now))
+            async with first_sentence:
+                async with contextlib.aclosing(
+                    llm.stream(messages, options=options, deadline=model_deadline)
+                ) as stream:
+                    async for piece in stream:
+                        now = self.elapsed()
+                        if report.timings.llm_first_token is None:
+                            report.timings.llm_first_token = now
+                        received += len(piece)
+                        token_ends.append((received, now))
+                        for sentence in splitter.feed(piece):
+                            await self._accept(sentence, _token_time(token_ends, sentence.end, now))
+                        if self.seq:
+                            first_sentence.reschedule(None)
+                        if self._full():
+                            log.info("turn %s: reply cut at %d sentences", report.turn_id, self.seq)
+                            return
+                for sentence in splitter.flush():
                     if self._full():
-                        log.info("turn %s: reply cut at %d sentences", report.turn_id, self.seq)
-                        return
-            for sentence in splitter.flush():
-                if self._full():
-                    break
-                await self._accept(sentence, self.elapsed())
-        except LLMError as err:
-            log.warning("turn %s for %s: %s", report.turn_id, report.utterance.viewer, err)
+                        break
+                    await self._accept(sentence, self.elapsed())
+        except (LLMError, TimeoutError) as err:
+            if isinstance(err, TimeoutError):
+                if not first_sentence.expired():
+                    raise
+                err = LLMError(
+                    f"{llm.describe()} wrote no sentence within "
+                    f"{model_deadline - self.started:.1f} s of the turn's start; cut off so the "
+                    "fallback line plays before the deadline ([chat] deadline_s)",
+                    transient=True,
+                )
+            level = logging.WARNING if err.transient else logging.ERROR
+            log.log(level, "turn %s for %s: %s", report.turn_id, report.utterance.viewer, err)
             report.error = str(err)
             if self.seq == 0 and not report.blocked:
                 await self._say_fixed(c.options.fallback_line, FALLBACK_LINES, "fallback")
@@ -748,7 +790,7 @@ class _TurnRun:
                 report.outcome = "partial"
 
     def _full(self) -> bool:
-        return self.seq >= self.cap or len(self.said) >= self.char_cap
+        return self.seq >= self.cap or self.cut or len(self.said) >= self.char_cap
 
     def _splitter(self) -> SentenceSplitter:
         options = self.c.options
@@ -770,6 +812,9 @@ class _TurnRun:
     async def _accept(self, sentence: Sentence, last_token_at: float) -> None:
         """Check one sentence and, if it may be said, submit its render job."""
         if self._full():
+            return
+        if self.said and len(self.said) + 1 + len(sentence.text) > self.char_cap:
+            self.cut = True  # the persona's reply.max_chars: the reply ends before this one
             return
         verdict = await self.c.safety.check_reply(sentence.text, said_before=self.said)
         if not verdict.ok:
@@ -888,6 +933,11 @@ def _job_priority(priority: int, seq: int) -> int:
     """A sentence job's priority: its turn's, one higher for a first sentence, so that many
     conversations sharing the workers each start speaking before any says its second."""
     return min(MAX_PRIORITY, priority + 1) if seq == 0 else priority
+
+
+def _and_more(sentence: Sentence, language: str) -> str:
+    more = AND_MORE.get(language.split("-")[0], AND_MORE["en"])
+    return f"{sentence.text.rstrip(' .…')} … {more}"
 
 
 def _answer(detail: str) -> Admission:

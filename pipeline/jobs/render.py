@@ -9,6 +9,8 @@ long reply never holds all its frames in memory and the event loop stays free.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -114,9 +116,19 @@ class ClipRenderer:
         started = time.perf_counter()
         audio = await self.speak(text, persona)
         tts_s = time.perf_counter() - started
-        return await loop.run_in_executor(
-            None, self._render_sync, audio, persona, avatar, path, progress, tts_s
+        stop = threading.Event()
+        work = loop.run_in_executor(
+            None, self._render_sync, audio, persona, avatar, path, progress, tts_s, stop
         )
+        try:
+            return await asyncio.shield(work)
+        except asyncio.CancelledError:
+            # An executor thread cannot be cancelled from outside: ask it to stop at the next
+            # frame and wait for it, so that the partial file is gone when this returns.
+            stop.set()
+            with contextlib.suppress(RenderCancelled):
+                await work
+            raise
 
     def _render_sync(
         self,
@@ -126,6 +138,7 @@ class ClipRenderer:
         path: Path | None,
         progress: Progress | None,
         tts_s: float,
+        stop: threading.Event,
     ) -> RenderedClip:
         total = max(1, round(audio.duration_s * self.renderer.fps))
         render_s = 0.0
@@ -140,6 +153,8 @@ class ClipRenderer:
                 background=hex_to_rgb(persona.spec.avatar.background),
             )
             while True:
+                if stop.is_set():
+                    raise RenderCancelled("the render was cancelled")
                 begun = time.perf_counter()
                 frame = next(source, None)
                 render_s += time.perf_counter() - begun
@@ -171,6 +186,10 @@ class ClipRenderer:
             timings={"tts": tts_s, "render": render_s, "encode": elapsed - render_s},
             audio=audio,
         )
+
+
+class RenderCancelled(Exception):
+    """Stops a render thread between two frames (the caller was cancelled)."""
 
 
 PersonaLoader = Callable[[str, str | None], Persona]  # (persona id, language) -> persona

@@ -11,18 +11,20 @@ dropped connection or a malformed chunk before the first token is retried with e
 backoff and jitter, waiting at least as long as the server's ``Retry-After`` asks; once text
 has been handed out a retry would repeat it, so the error is raised with ``partial`` set and
 the caller decides (the conversation ends the turn with what was said, or a fallback line).
+
+An answer that is not an OpenAI event stream (an HTML page from a web UI or a login portal at
+``base_url``, a plain JSON body, a stream without a single completion chunk) is a permanent
+error that says so, never an empty reply.
 """
 
 from __future__ import annotations
 
 import abc
 import asyncio
-import email.utils
 import logging
-import math
 import random
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -136,36 +138,6 @@ def _partial_suffix(text: str, tag: str) -> int:
     return 0
 
 
-def parse_retry_after(
-    headers: Mapping[str, str] | None, *, now: float | None = None
-) -> float | None:
-    """Seconds a ``Retry-After`` (or ``retry-after-ms``) header asks to wait, or None."""
-    if not headers:
-        return None
-    lowered = {key.lower(): value for key, value in headers.items()}
-    millis = lowered.get("retry-after-ms")
-    if millis is not None:
-        try:
-            value = float(millis) / 1000
-        except ValueError:
-            value = math.nan
-        if math.isfinite(value) and value >= 0:
-            return value
-    raw = lowered.get("retry-after")
-    if raw is None:
-        return None
-    try:
-        value = float(raw)
-    except ValueError:
-        parsed = email.utils.parsedate_tz(raw)
-        if parsed is None:
-            return None
-        value = email.utils.mktime_tz(parsed) - (time.time() if now is None else now)
-    if not math.isfinite(value):
-        return None
-    return max(0.0, value)
-
-
 @dataclass(frozen=True, kw_only=True)
 class RetryPolicy:
     """Exponential backoff with jitter; a server's Retry-After is a floor."""
@@ -260,11 +232,18 @@ class OpenAIChatLLM(LLM):
                 stream = await client.chat.completions.create(**request)
                 answering = True
                 try:
+                    content_type = stream.response.headers.get("content-type", "")
+                    if not content_type.lower().startswith("text/event-stream"):
+                        raise self._not_a_stream(content_type or "no content type")
+                    chunks = 0
                     async for chunk in stream:
+                        chunks += 1
                         piece = reasoning.feed(_delta_text(chunk))
                         if piece:
                             partial = True
                             yield piece
+                    if chunks == 0:
+                        raise self._not_a_stream("an event stream without a completion chunk")
                     rest = reasoning.flush()
                     if rest:
                         yield rest
@@ -279,7 +258,7 @@ class OpenAIChatLLM(LLM):
                 )
                 if partial or not error.transient or attempt > self.retry.retries:
                     raise error from err
-                retry_after = _retry_after(err)
+                retry_after = self._endpoint.retry_after(err)
                 if retry_after is not None and retry_after > self.retry.max_retry_after_s:
                     raise LLMError(
                         f"{error} and asks to wait {retry_after:.0f} s; not waiting that long",
@@ -298,6 +277,12 @@ class OpenAIChatLLM(LLM):
                     self.retry.retries + 1,
                 )
                 await self._sleep(delay)
+
+    def _not_a_stream(self, what: str) -> LLMError:
+        return LLMError(
+            f"{self._endpoint.where} answered with {what}, not an OpenAI chat-completions "
+            "stream: is [llm] base_url the server's API address (usually ending in /v1)?"
+        )
 
     def _error(self, err: Exception, *, answering: bool, partial: bool, model: str) -> LLMError:
         """Translate an ``openai`` error or a malformed chunk into one that says what to do."""
@@ -336,11 +321,3 @@ def _delta_text(chunk: Any) -> str:
     if not isinstance(content, str):
         raise ValueError(f"delta.content is {type(content).__name__}, not text")
     return content
-
-
-def _retry_after(err: Exception) -> float | None:
-    response = getattr(err, "response", None)
-    headers = getattr(response, "headers", None)
-    if headers is None:
-        return None
-    return parse_retry_after({key: value for key, value in headers.items()})

@@ -136,6 +136,17 @@ class OpenAIEndpoint:
                 raise openai.APIConnectionError(request=response.http_request) from err
             yield data
 
+    def retry_after(self, err: Exception) -> float | None:
+        """Seconds the server asked to wait (``Retry-After`` or ``retry-after-ms``) in the
+        response that ``err`` carries, or None; read as the ``openai`` package reads them."""
+        response = getattr(err, "response", None)
+        headers = getattr(response, "headers", None)
+        if self._client is None or headers is None:
+            return None
+        # The package's own parser (it honours the header for its own retries, which are
+        # off here so that a partial reply is never repeated): seconds, milliseconds, dates.
+        return self._client._parse_retry_after_header(headers)
+
     def error(
         self,
         err: Exception,
