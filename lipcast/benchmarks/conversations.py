@@ -147,7 +147,14 @@ def bench_settings(settings: Settings, *, url: str, queue: str, deadline_s: floa
             "tts": settings.tts.model_copy(update={"backend": "espeak"}),
             "render": settings.render.model_copy(update={"renderer": "sprite"}),
             "queue": settings.queue.model_copy(
-                update={"backend": "rabbitmq", "url": url, "name": queue, "max_length": 1000}
+                update={
+                    "backend": "rabbitmq",
+                    "url": url,
+                    "name": queue,
+                    "max_length": 1000,
+                    # a job may wait behind a hundred others: its turn's deadline bounds it
+                    "result_timeout_s": deadline_s,
+                }
             ),
             "chat": settings.chat.model_copy(
                 update={
