@@ -194,8 +194,8 @@ def hex_to_rgb(color: str) -> RGB:
     return (int(value[0:2], 16), int(value[2:4], 16), int(value[4:6], 16))
 
 
-def fit_avatar(avatar: Avatar, size: int, background: RGB) -> tuple[ImageArray, FaceGeometry]:
-    """The avatar scaled into a ``size`` square, centred over ``background``, and its geometry."""
+def fit_avatar_rgba(avatar: Avatar, size: int) -> tuple[ImageArray, FaceGeometry]:
+    """The avatar scaled into a transparent ``size`` square, centred, and its geometry."""
     import cv2
 
     height, width = avatar.image.shape[:2]
@@ -208,8 +208,14 @@ def fit_avatar(avatar: Avatar, size: int, background: RGB) -> tuple[ImageArray, 
     canvas = np.zeros((size, size, 4), np.uint8)
     ox, oy = (size - new_w) // 2, (size - new_h) // 2
     canvas[oy : oy + new_h, ox : ox + new_w] = image
+    return canvas, avatar.geometry.scaled(factor, (float(ox), float(oy)))
+
+
+def fit_avatar(avatar: Avatar, size: int, background: RGB) -> tuple[ImageArray, FaceGeometry]:
+    """The avatar scaled into a ``size`` square, centred over ``background``, and its geometry."""
+    canvas, geometry = fit_avatar_rgba(avatar, size)
     alpha = canvas[..., 3:4].astype(np.float32) / 255.0
     colour = np.array(background, np.float32)
     flat = canvas[..., :3].astype(np.float32) * alpha + colour * (1.0 - alpha)
     base = np.clip(flat + 0.5, 0, 255).astype(np.uint8)
-    return base, avatar.geometry.scaled(factor, (float(ox), float(oy)))
+    return base, geometry

@@ -6,7 +6,10 @@ a whole turn's answer as the platform it came from receives it: the released tex
 blocked sentence) and, for platforms that post video, the clips.
 
 On the wire the audio travels as its own result part (:data:`PCM_CONTENT_TYPE`), beside the
-video part; :func:`pcm_content_type` and :func:`pcm_sample_rate` write and read its type.
+video part; :func:`pcm_content_type` and :func:`pcm_sample_rate` write and read its type. A
+sprite persona's clip also carries its *timeline* (:data:`TIMELINE_CONTENT_TYPE`: mouth,
+blinks and head per frame, as JSON), which the overlay page draws live; its MP4 is then made
+only when a sink needs a file.
 """
 
 from __future__ import annotations
@@ -23,6 +26,11 @@ Mode = Literal["reply", "read_aloud"]
 # Little-endian signed 16-bit mono PCM; the rate travels as a parameter of the type.
 PCM_CONTENT_TYPE = "audio/pcm"
 _PCM_RATE = re.compile(r"^audio/pcm\s*;(?:.*;)?\s*rate=(\d{3,6})\s*(?:;.*)?$", re.IGNORECASE)
+
+
+# The type of lipsync.timeline's wire form (pipeline/ reads it as bytes; only the render
+# worker imports lipsync).
+TIMELINE_CONTENT_TYPE = "application/vnd.lipcast.timeline+json"
 
 
 def pcm_content_type(sample_rate: int) -> str:
@@ -56,11 +64,12 @@ class Clip:
     turn: TurnInfo
     seq: int  # the clip's place in its turn: 0, 1, 2, ...
     text: str  # what is said (the caption)
-    media: bytes  # the picture: an MP4 clip (empty when no sink asked for one)
+    media: bytes  # the picture as video: an MP4 clip (empty when no sink asked for one)
     content_type: str
     duration_s: float
     timings: dict[str, float]
     audio: AudioChunk | None = field(default=None, repr=False)  # the sentence's speech
+    timeline: bytes = field(default=b"", repr=False)  # a sprite persona's timeline (JSON)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -43,7 +43,7 @@ from typing import Literal, TypeVar
 
 from personas import Persona
 from pipeline.audio import AudioChunk, concat
-from pipeline.clips import Clip, Mode, TurnInfo, pcm_sample_rate
+from pipeline.clips import TIMELINE_CONTENT_TYPE, Clip, Mode, TurnInfo, pcm_sample_rate
 from pipeline.conversation.filters import ChatFilter
 from pipeline.conversation.memory import Remembered, ViewerMemory
 from pipeline.conversation.priority import MAX_PRIORITY, PriorityPolicy
@@ -888,6 +888,8 @@ class _TurnRun:
                 log.warning("turn %s: sentence %d not rendered: %s", report.turn_id, item.seq, err)
                 continue
             picture, audio = _split_parts(parts)
+            timeline = b"".join(p.media for p in picture if p.content_type == TIMELINE_CONTENT_TYPE)
+            picture = [p for p in picture if p.content_type != TIMELINE_CONTENT_TYPE]
             media = b"".join(part.media for part in picture)
             first = timings.first_clip_ready is None
             now = self.elapsed()
@@ -917,6 +919,7 @@ class _TurnRun:
                 duration_s=duration or (audio.duration_s if audio is not None else 0.0),
                 timings=clip_timings,
                 audio=audio,
+                timeline=timeline,
             )
             if first:
                 timings.first_clip_ready = now

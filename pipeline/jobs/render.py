@@ -1,5 +1,8 @@
 """Turning a persona's line of text into a clip: TTS, then lip-sync frames, then H.264/AAC.
 
+For the overlay alone no frame is drawn: the speech and the sprite's timeline are enough
+(:meth:`ClipRenderer.speak_line`).
+
 :class:`ClipRenderer` is what the render worker runs for each job and what ``lipcast say``
 runs once. The audio is synthesised first (eSpeak and Piper are many times faster than real
 time), then frames are rendered and fed straight into the encoder in a worker thread, so a
@@ -20,6 +23,7 @@ from lipsync.avatar import Avatar, FaceGeometry, hex_to_rgb, load_avatar
 from lipsync.encode import EncodeOptions, encode_mp4_bytes, encode_mp4_file
 from lipsync.errors import LipsyncError
 from lipsync.renderer import Frame, Renderer
+from lipsync.timeline import TIMELINE_CONTENT_TYPE, Timeline
 from personas import Persona
 from pipeline.audio import AudioChunk, concat
 from pipeline.clips import pcm_content_type
@@ -42,6 +46,15 @@ class RenderedClip:
     fps: int
     timings: dict[str, float] = field(default_factory=dict)  # seconds: tts, render, encode
     audio: AudioChunk | None = field(default=None, repr=False)  # the speech it was made from
+
+
+@dataclass(frozen=True, kw_only=True)
+class SpokenLine:
+    """A line's speech and, for a renderer that has one, its timeline (no video made)."""
+
+    audio: AudioChunk = field(repr=False)
+    timeline: Timeline | None
+    timings: dict[str, float] = field(default_factory=dict)  # seconds: tts, timeline
 
 
 def avatar_for(persona: Persona) -> Avatar:
@@ -100,6 +113,27 @@ class ClipRenderer:
         if audio.duration_s <= 0:
             raise InputError("the text-to-speech backend produced no audio for this text")
         return audio
+
+    def timeline(self, audio: AudioChunk, avatar: Avatar) -> Timeline | None:
+        """What the renderer would draw for ``audio``, frame by frame; None for a renderer
+        that draws video (wav2lip), whose picture only an MP4 carries."""
+        make = getattr(self.renderer, "timeline", None)
+        if make is None:
+            return None
+        made: Timeline = make(audio.samples, audio.sample_rate, avatar)
+        return made
+
+    async def speak_line(self, text: str, persona: Persona) -> SpokenLine:
+        """``text`` spoken by ``persona`` and its timeline, without drawing or encoding video."""
+        loop = asyncio.get_running_loop()
+        avatar = await loop.run_in_executor(None, self.avatar, persona)
+        started = time.perf_counter()
+        audio = await self.speak(text, persona)
+        tts_s = time.perf_counter() - started
+        begun = time.perf_counter()
+        timeline = await loop.run_in_executor(None, self.timeline, audio, avatar)
+        timings = {"tts": tts_s, "timeline": time.perf_counter() - begun}
+        return SpokenLine(audio=audio, timeline=timeline, timings=timings)
 
     async def render(
         self,
@@ -192,11 +226,25 @@ class RenderCancelled(Exception):
     """Stops a render thread between two frames (the caller was cancelled)."""
 
 
+def _pcm_part(audio: AudioChunk) -> ResultChunk:
+    return ResultChunk(
+        media=audio.to_pcm16(),
+        content_type=pcm_content_type(audio.sample_rate),
+        duration_s=audio.duration_s,
+    )
+
+
 PersonaLoader = Callable[[str, str | None], Persona]  # (persona id, language) -> persona
 
 
 class RenderJobHandler:
-    """The render worker's job handler: one :class:`RenderJob` in, one MP4 clip out.
+    """The render worker's job handler: one :class:`RenderJob` in, its result parts out.
+
+    A job's parts, in order: the speech as PCM (:func:`pipeline.clips.pcm_content_type`); the
+    sprite persona's timeline (:data:`~lipsync.timeline.TIMELINE_CONTENT_TYPE`) when the
+    renderer has one; and the MP4 when the job asks for it (``RenderJob.mp4``) or when the
+    renderer draws video that only an MP4 carries. Without the MP4 no frame is drawn or
+    encoded: the overlay page draws the persona from the timeline itself.
 
     Personas are loaded once per (id, language) and kept; the clip renderer keeps each
     persona's prepared avatar, so a worker pays for avatar preparation once.
@@ -216,15 +264,31 @@ class RenderJobHandler:
     async def handle(self, job: RenderJob) -> AsyncIterator[ResultChunk]:
         loop = asyncio.get_running_loop()
         persona = await loop.run_in_executor(None, self.persona, job.persona, job.language)
+        if not job.mp4:
+            line = await self._clips.speak_line(job.text, persona)
+            if line.timeline is not None:
+                yield _pcm_part(line.audio)
+                yield ResultChunk(
+                    media=line.timeline.to_json(),
+                    content_type=TIMELINE_CONTENT_TYPE,
+                    duration_s=line.timeline.duration_s,
+                    timings=line.timings,
+                    last=True,
+                )
+                return
         clip = await self._clips.render(job.text, persona)
         assert clip.mp4 is not None  # rendered to bytes, not to a file
         if clip.audio is not None:
             # The speech travels beside the picture, so a voice sink never decodes AAC.
-            yield ResultChunk(
-                media=clip.audio.to_pcm16(),
-                content_type=pcm_content_type(clip.audio.sample_rate),
-                duration_s=clip.audio.duration_s,
-            )
+            yield _pcm_part(clip.audio)
+            avatar = await loop.run_in_executor(None, self._clips.avatar, persona)
+            timeline = await loop.run_in_executor(None, self._clips.timeline, clip.audio, avatar)
+            if timeline is not None:
+                yield ResultChunk(
+                    media=timeline.to_json(),
+                    content_type=TIMELINE_CONTENT_TYPE,
+                    duration_s=timeline.duration_s,
+                )
         yield ResultChunk(
             media=clip.mp4, duration_s=clip.duration_s, timings=dict(clip.timings), last=True
         )

@@ -7,15 +7,18 @@ platform adapters) and workers (render and speech-to-text machines):
     One sentence to speak and lip-sync. Body: the sentence as UTF-8 text
     (``text/plain; charset=utf-8``). Headers: ``version``, ``job_id``, ``turn_id``, ``seq``,
     ``persona``, ``language`` (absent when the persona's own), ``priority``, ``created_at``,
-    ``deadline``.
+    ``deadline``, ``mp4`` (whether a sink needs the sentence as an MP4 file; default true; when
+    false a sprite renderer sends only the speech and its timeline, and draws no frame).
 
 ``RenderResult`` (render worker → requester, by direct reply-to)
     One part of a job's output; a job yields one or more parts, numbered from 0, and the one
-    with ``last`` true ends it. Body: the media bytes of this part (an MP4 clip or fragment;
-    empty for a bare end marker or an error). Headers: ``version``, ``job_id``, ``part``,
-    ``last``, ``content_type``, ``duration_s``, ``timings`` (a table of stage → seconds),
-    ``worker``, ``attempt``, and for a failed job ``error`` (what went wrong, for the log) and
-    ``error_reason`` (one of :data:`ERROR_REASONS`).
+    with ``last`` true ends it. Body: the media bytes of this part, by ``content_type``: the
+    speech as PCM (``audio/pcm; format=s16le; channels=1; rate=N``), the sprite persona's
+    timeline (``application/vnd.lipcast.timeline+json``, see :mod:`lipsync.timeline`), an MP4
+    clip or fragment (``video/mp4``); empty for a bare end marker or an error. Headers:
+    ``version``, ``job_id``, ``part``, ``last``, ``content_type``, ``duration_s``, ``timings``
+    (a table of stage → seconds), ``worker``, ``attempt``, and for a failed job ``error`` (what
+    went wrong, for the log) and ``error_reason`` (one of :data:`ERROR_REASONS`).
 
 ``TranscribeJob`` (requester → STT work queue → speech-to-text worker)
     A stretch of speech to transcribe. Body: the audio (``content_type``, e.g. ``audio/wav``).
@@ -139,6 +142,9 @@ class RenderJob(WireMessage):
     priority: int = Field(default=0, ge=0, le=9)  # 9 is served first
     created_at: float = Field(gt=0)  # unix seconds
     deadline: float = Field(gt=0)  # unix seconds; after it the result is useless
+    # Whether a sink needs an MP4 file (clip folder, Discord, `lipcast say`); the overlay draws
+    # a sprite persona from the timeline part, so without one the worker encodes no video.
+    mp4: bool = True
 
     @model_validator(mode="after")
     def _deadline_after_creation(self) -> RenderJob:

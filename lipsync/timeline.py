@@ -1,0 +1,175 @@
+"""The sprite persona's timeline: what it does in each video frame, without drawing it.
+
+A :class:`Timeline` holds, per frame at ``fps``, the mouth (viseme and openness, and the sprite
+level drawn for it), the eyelids' closure and the head's pose. The sprite renderer draws its
+MP4 frames from exactly these values; the overlay page draws the same persona live from them
+over its layer atlas (:mod:`lipsync.atlas`), in time with the audio.
+
+The head's idle motion and the blink schedule depend only on the absolute frame number (and
+the avatar, for blinks), so a reply rendered in parts, or drawn live by a page that counts its
+own frames, moves and blinks as if it were one continuous take. The motion constants are
+sent to the page with the atlas so that it moves the same way between replies.
+
+On the wire a timeline is a result part of type :data:`TIMELINE_CONTENT_TYPE`: compact JSON,
+validated by :func:`Timeline.from_json`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from lipsync.audio_features import MouthFrame, Viseme, mouth_track
+from lipsync.errors import LipsyncError
+
+TIMELINE_CONTENT_TYPE = "application/vnd.lipcast.timeline+json"
+TIMELINE_VERSION = 1
+
+OPENNESS_LEVELS = 12  # mouth sprites drawn per viseme
+BLINK_CLOSURE = (0.55, 1.0, 1.0, 0.45)  # eyelid per frame of a blink (at 25 fps: 160 ms)
+BLINK_INTERVAL_S = (2.2, 5.5)  # seconds between blinks, drawn at random
+SWAY_PX = 1.6  # idle motion amplitude, as pixels at a 512-pixel frame
+NOD_PX = 2.0  # how far the head dips as the jaw opens
+TILT_DEG = 0.6
+SWAY_PERIODS_S = (3.7, 2.9, 5.3)  # sideways, up-down, tilt: never in step, never repeating soon
+
+VISEME_ORDER: tuple[Viseme, ...] = tuple(Viseme)
+_MAX_FRAMES = 25 * 600  # ten minutes at 25 fps: longer than any sentence clip
+
+
+class TimelineError(LipsyncError):
+    """A timeline part is not a valid timeline."""
+
+
+def mouth_level(openness: float) -> int:
+    """The mouth sprite level (0 .. OPENNESS_LEVELS - 1) drawn for ``openness`` (0..1)."""
+    return min(OPENNESS_LEVELS - 1, max(0, round(openness * (OPENNESS_LEVELS - 1))))
+
+
+def head_pose(frame: int, fps: int, size: int, openness: float) -> tuple[float, float, float]:
+    """The head's ``(dx, dy, angle_deg)`` in absolute frame ``frame`` of a ``size`` frame.
+
+    Idle sway and tilt follow slow sines of the absolute time; the head dips a little as the
+    jaw opens. ``angle_deg`` is counter-clockwise, as OpenCV's rotation matrix takes it.
+    """
+    t = frame / fps
+    scale = size / 512
+    sideways, updown, tilt = SWAY_PERIODS_S
+    dx = SWAY_PX * scale * math.sin(2 * math.pi * t / sideways)
+    dy = SWAY_PX * scale * 0.7 * math.sin(2 * math.pi * t / updown + 1.0)
+    dy += NOD_PX * scale * openness
+    angle = TILT_DEG * math.sin(2 * math.pi * t / tilt + 0.5)
+    return dx, dy, angle
+
+
+def blink_schedule(start: int, count: int, fps: int, *, seed: str) -> dict[int, float]:
+    """Eyelid closure per frame index (relative to ``start``) for frames that blink.
+
+    Blink times depend only on the absolute frame number and the avatar, so a reply rendered in
+    parts blinks exactly as if rendered whole.
+    """
+    rng = np.random.default_rng(zlib.crc32(seed.encode()))
+    closures: dict[int, float] = {}
+    frame = int(rng.uniform(0.8, 2.5) * fps)
+    while frame < start + count:
+        for offset, closure in enumerate(BLINK_CLOSURE):
+            if start <= frame + offset < start + count:
+                closures[frame + offset - start] = closure
+        frame += int(rng.uniform(*BLINK_INTERVAL_S) * fps)
+    return closures
+
+
+@dataclass(frozen=True, kw_only=True)
+class Timeline:
+    """The sprite persona's frames for one clip: mouth, eyelids and head, per frame at ``fps``.
+
+    ``start_frame`` is the absolute frame number of the first frame (head motion and blinks
+    carry on from it); ``size`` the frame size the poses are measured in.
+    """
+
+    fps: int
+    start_frame: int
+    size: int
+    mouths: tuple[MouthFrame, ...]
+    blinks: dict[int, float]  # frame index -> eyelid closure, for frames that blink
+
+    @property
+    def frames(self) -> int:
+        return len(self.mouths)
+
+    @property
+    def duration_s(self) -> float:
+        return self.frames / self.fps
+
+    def pose(self, index: int) -> tuple[float, float, float]:
+        """The head's ``(dx, dy, angle_deg)`` in frame ``index`` of this timeline."""
+        return head_pose(self.start_frame + index, self.fps, self.size, self.mouths[index].openness)
+
+    def to_json(self) -> bytes:
+        """The wire form: one compact JSON object (a few bytes per frame)."""
+        data = {
+            "version": TIMELINE_VERSION,
+            "fps": self.fps,
+            "start_frame": self.start_frame,
+            "size": self.size,
+            "visemes": "".join(str(VISEME_ORDER.index(m.viseme)) for m in self.mouths),
+            "openness": [round(m.openness, 3) for m in self.mouths],
+            "levels": [mouth_level(m.openness) for m in self.mouths],
+            "blinks": {str(index): closure for index, closure in sorted(self.blinks.items())},
+        }
+        return json.dumps(data, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> Timeline:
+        """Read the wire form; raises :class:`TimelineError` naming what is wrong."""
+        try:
+            raw: Any = json.loads(data)
+        except (ValueError, UnicodeDecodeError) as err:
+            raise TimelineError(f"a timeline part is not JSON: {err}") from err
+        if not isinstance(raw, dict) or raw.get("version") != TIMELINE_VERSION:
+            raise TimelineError(f"a timeline part is not a version {TIMELINE_VERSION} timeline")
+        try:
+            fps, start, size = int(raw["fps"]), int(raw["start_frame"]), int(raw["size"])
+            codes, openness = str(raw["visemes"]), [float(v) for v in raw["openness"]]
+            blinks = {int(k): float(v) for k, v in dict(raw.get("blinks", {})).items()}
+            visemes = [VISEME_ORDER[int(code)] for code in codes]
+        except (KeyError, TypeError, ValueError, IndexError) as err:
+            raise TimelineError(f"a timeline part is malformed: {err!r}") from err
+        if not (1 <= fps <= 120 and start >= 0 and size > 0):
+            raise TimelineError("a timeline part has an impossible fps, start frame or size")
+        if len(visemes) != len(openness) or not 0 < len(visemes) <= _MAX_FRAMES:
+            raise TimelineError("a timeline part's frames disagree in number or are too many")
+        mouths = tuple(
+            MouthFrame(viseme=viseme, openness=min(1.0, max(0.0, value)))
+            for viseme, value in zip(visemes, openness, strict=True)
+        )
+        return cls(fps=fps, start_frame=start, size=size, mouths=mouths, blinks=blinks)
+
+
+def sprite_timeline(
+    samples: npt.NDArray[np.float32],
+    sample_rate: int,
+    *,
+    fps: int,
+    size: int,
+    seed: str,
+    start_frame: int = 0,
+) -> Timeline:
+    """The timeline the sprite renderer draws for this audio (``seed``: the avatar's key).
+
+    The last frame's mouth is closed: the clip ends at rest even where the speech's last sound
+    runs to the very end of the audio.
+    """
+    mouths = list(mouth_track(samples, sample_rate, fps))
+    if mouths:
+        mouths[-1] = MouthFrame(viseme=Viseme.CLOSED, openness=0.0)
+    blinks = blink_schedule(start_frame, len(mouths), fps, seed=seed)
+    return Timeline(
+        fps=fps, start_frame=start_frame, size=size, mouths=tuple(mouths), blinks=blinks
+    )
