@@ -10,6 +10,7 @@ Nothing here starts or opens what it builds.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +36,7 @@ from pipeline.services.tts import TTS, TTS_BACKENDS
 
 if TYPE_CHECKING:
     from bots.base import ChatAdapter
+    from lipsync.atlas import Atlas
 
 
 def build_tts(settings: Settings, secrets: Secrets) -> TTS:
@@ -160,6 +162,19 @@ def build_job_queue(
     return open_job_queue(settings.queue.backend, options)
 
 
+def persona_atlas(settings: Settings, persona: Persona) -> Atlas | None:
+    """The persona's layer atlas for the overlay page to draw, when ``[render] renderer`` is
+    the sprite (None for a video renderer). CPU work: call it from a thread."""
+    if settings.render.renderer != "sprite":
+        return None
+    from lipsync.atlas import export_atlas
+    from lipsync.sprite import SpriteRenderer
+    from pipeline.jobs.render import avatar_for
+
+    renderer = SpriteRenderer(fps=settings.render.fps, size=settings.render.size)
+    return export_atlas(renderer, avatar_for(persona))
+
+
 def build_overlay_server(
     settings: Settings,
     secrets: Secrets,
@@ -168,11 +183,14 @@ def build_overlay_server(
     on_playback: PlaybackCallback | None = None,
     host: str | None = None,
     port: int | None = None,
+    persona: Persona | None = None,
 ) -> OverlayServer:
     """The overlay server as ``[overlay]`` configures it (not started).
 
     ``idle_image`` is used when bot.toml names none (``lipcast run`` passes the persona's
-    avatar); ``host`` and ``port`` override bot.toml.
+    avatar); ``host`` and ``port`` override bot.toml. With ``persona`` and the sprite renderer
+    the page draws the persona itself (its atlas is made when the server starts). A reply
+    must begin within ``[chat] deadline_s`` of being announced, or it is not shown.
     """
     overlay = settings.overlay
     token = secrets.overlay_token.get_secret_value() if secrets.overlay_token else None
@@ -192,6 +210,8 @@ def build_overlay_server(
             idle_video=overlay.idle_video,
             options=options,
             on_playback=on_playback,
+            make_atlas=None if persona is None else partial(persona_atlas, settings, persona),
+            start_deadline_s=settings.chat.deadline_s,
         )
     except OverlayError as err:
         raise ConfigError(f"{err} (check overlay.idle_image and overlay.idle_video)") from err

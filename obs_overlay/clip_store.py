@@ -1,4 +1,4 @@
-"""The overlay's clip store: reply clips held in memory, bounded by count, size and age.
+"""The overlay's clip store: reply clips (MP4, or speech as PCM) held in memory, bounded.
 
 Clips live in memory, never on disk, so serving a clip by id can never read a file: an id is
 only a key in a dict, and it is checked against :data:`CLIP_ID_PATTERN` before it is even
@@ -41,10 +41,11 @@ class StoredClip:
     clip_id: str
     data: bytes
     stored_at: float
+    content_type: str = "video/mp4"
 
 
 class ClipStore:
-    """In-memory MP4 clips by id, oldest evicted first.
+    """In-memory clips by id (an MP4, or a sprite clip's speech), oldest evicted first.
 
     ``max_clips``: most clips held; ``max_bytes``: most bytes held in total (one clip larger
     than that is refused); ``max_age_s``: clips older than this are dropped by :meth:`prune`.
@@ -78,8 +79,11 @@ class ClipStore:
     def total_bytes(self) -> int:
         return self._total_bytes
 
-    def put(self, data: bytes, *, clip_id: str | None = None) -> tuple[str, list[str]]:
-        """Store ``data``; returns its id and the ids evicted to make room.
+    def put(
+        self, data: bytes, *, clip_id: str | None = None, content_type: str = "video/mp4"
+    ) -> tuple[str, list[str]]:
+        """Store ``data`` (an MP4, or a clip's speech as PCM); returns its id and the ids
+        evicted to make room.
 
         Raises :class:`InputError` for an empty clip, a clip larger than ``max_bytes`` or a
         malformed ``clip_id``.
@@ -95,7 +99,9 @@ class ClipStore:
                 f"{self.max_bytes} bytes (overlay.store_max_mb in bot.toml)"
             )
         self._remove(clip_id)
-        self._clips[clip_id] = StoredClip(clip_id=clip_id, data=data, stored_at=self._clock())
+        self._clips[clip_id] = StoredClip(
+            clip_id=clip_id, data=data, stored_at=self._clock(), content_type=content_type
+        )
         self._total_bytes += len(data)
         evicted: list[str] = []
         while len(self._clips) > self.max_clips or self._total_bytes > self.max_bytes:
@@ -106,12 +112,17 @@ class ClipStore:
 
     def get(self, clip_id: str) -> bytes | None:
         """The clip's bytes, or None when the id is malformed, unknown, evicted or expired."""
+        entry = self.entry(clip_id)
+        return entry.data if entry is not None else None
+
+    def entry(self, clip_id: str) -> StoredClip | None:
+        """The stored clip with its content type, or None (as :meth:`get`)."""
         if not is_valid_clip_id(clip_id):
             return None
         clip = self._clips.get(clip_id)
         if clip is None or self._clock() - clip.stored_at > self.max_age_s:
             return None
-        return clip.data
+        return clip
 
     def discard(self, clip_id: str) -> None:
         """Forget a clip (no error when it is not there)."""

@@ -4,33 +4,47 @@ One :class:`OverlayServer` per process. The conversation pipeline (wired by ``li
 drives it with a few coroutines, all called on the server's event loop::
 
     overlay = OverlayServer(host="127.0.0.1", port=8765, control_token=token,
-                            idle_image=persona.avatar_path)
+                            atlas=persona_atlas, on_playback=record_shown)
     await overlay.start()                     # listening; overlay.url is the Browser Source URL
-    await overlay.turn_started("t-42", viewer="ada")
-    clip_id = await overlay.publish_clip(turn_id="t-42", seq=0, mp4=data,
-                                         caption="Hello Ada!", viewer="ada", duration_s=1.8)
+    await overlay.turn_started("t-42", viewer="ada", deadline=time.monotonic() + 20)
+    clip_id = await overlay.publish_clip(turn_id="t-42", seq=0, caption="Hello Ada!",
+                                         audio=pcm, sample_rate=22050, timeline=timeline_json,
+                                         viewer="ada", duration_s=1.8)
     ...                                       # one publish_clip per sentence, in seq order
     await overlay.turn_ended("t-42")          # no more clips for this turn
     await overlay.stop()
 
-``publish_clip`` returns None (and shows nothing) when the turn was skipped or cleared, which
-also tells the pipeline it may stop rendering that turn (:meth:`OverlayServer.is_cancelled`).
-Control: :meth:`~OverlayServer.skip` (the reply playing now, or the next one), ``clear``,
-``pause``, ``resume``; ``queue_length`` (clips not yet played to the end), ``replies_waiting``,
+A clip is either a sprite clip — the speech as PCM and the persona's timeline, which the page
+draws live from the persona's layer atlas (``atlas``, :meth:`set_atlas`) — or a video clip
+(``mp4=``, H.264 + AAC). ``publish_clip`` returns None (and shows nothing) when the turn was
+skipped, cleared or expired, which also tells the pipeline it may stop rendering that turn
+(:meth:`OverlayServer.is_cancelled`).
+
+A reply must *begin* before its deadline (``deadline`` of :meth:`turn_started`, by default
+``start_deadline_s`` after it was announced): one that no page began in time is dropped and
+never shown, so a page opened late starts from what is current, not from a backlog.
+
+Control acts on what is on air: :meth:`~OverlayServer.skip` stops the reply a page is showing
+(never a waiting one), :meth:`~OverlayServer.clear` drops the replies waiting (never the one
+showing); both take a turn id to name the reply. ``pause``, ``resume``; ``on_air`` (the turn
+shown now), ``queue_length`` (clips not yet played to the end), ``replies_waiting``,
 ``connected_pages``, ``await wait_drained()``. ``on_playback`` is called with every
-:class:`~obs_overlay.events.PlaybackReport` a page sends (started / ended / skipped / failed),
-e.g. to record "first clip shown" timings.
+:class:`~obs_overlay.events.PlaybackReport` a page sends (started — once per clip — ended,
+skipped, failed) with its turn id, seq and wall time, e.g. to record "first clip shown".
 
 HTTP (no route reads a file named by the request):
 
 - ``GET /`` the page; ``GET /overlay.js``, ``/overlay.css`` its assets (read once at start);
 - ``GET /idle/image``, ``/idle/video`` the configured idle image or loop clip;
-- ``GET /clips/{id}.mp4`` a clip from the in-memory :class:`~obs_overlay.clip_store.ClipStore`
-  (single byte ranges supported); a malformed id is 400, an unknown one 404;
+- ``GET /persona/atlas.png`` the sprite persona's layer atlas;
+- ``GET /clips/{id}.mp4`` a video clip, ``/clips/{id}.pcm`` a sprite clip's speech, from the
+  in-memory :class:`~obs_overlay.clip_store.ClipStore` (single byte ranges supported); a
+  malformed id is 400, an unknown one 404;
 - ``GET /ws`` the event WebSocket (protocol in :mod:`obs_overlay.events`); a browser origin
   other than the server's own is refused;
-- ``POST /control/{skip,clear,pause,resume}`` with ``Authorization: Bearer <token>``: 403 when
-  no token is configured (control disabled), 401 without or with a wrong token;
+- ``POST /control/{skip,clear,pause,resume}`` (``?turn_id=`` for skip and clear) with
+  ``Authorization: Bearer <token>``: 403 when no token is configured (control disabled), 401
+  without or with a wrong token;
 - ``GET /healthz``.
 
 The server binds 127.0.0.1 unless told otherwise; anyone who can reach the port can watch the
@@ -44,6 +58,7 @@ import contextlib
 import hashlib
 import hmac
 import ipaddress
+import json
 import logging
 import re
 import secrets
@@ -52,7 +67,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import WSCloseCode, WSMsgType, web
 from yarl import URL
@@ -66,6 +81,7 @@ from obs_overlay.events import (
     Hello,
     PageOptions,
     Pause,
+    PersonaLayers,
     PlaybackReport,
     QueueState,
     Resume,
@@ -94,8 +110,11 @@ _ASSET_TYPES = {
     "overlay.js": "text/javascript; charset=utf-8",
     "overlay.css": "text/css; charset=utf-8",
 }
-_CLIP_NAME = re.compile(r"(?P<clip_id>[A-Za-z0-9_-]{8,64})\.mp4")
-_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+_CLIP_NAME = re.compile(r"(?P<clip_id>[A-Za-z0-9_-]{8,64})\.(?P<ext>mp4|pcm)")
+_CLIP_TYPES = {"mp4": "video/mp4", "pcm": "audio/pcm"}
+_MAX_TIMELINE = 1024 * 1024
+_EXPIRY_GRACE_S = 0.5  # the page refuses a late reply itself; the server drops it just after
+_EXPIRY_CHECK_S = 0.1
 _MAX_TURN_ID = 200
 _MAX_CAPTION = 1000
 _MAX_VIEWER = 100
@@ -108,6 +127,19 @@ _PAGE_CSP = (
 _COMMON_HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
 
 PlaybackCallback = Callable[[PlaybackReport], None]
+
+
+class LayerAtlas(Protocol):
+    """A sprite persona's layers as the page draws them (:class:`lipsync.atlas.Atlas`)."""
+
+    @property
+    def key(self) -> str: ...  # changes whenever the layers do
+
+    @property
+    def png(self) -> bytes: ...
+
+    @property
+    def manifest(self) -> dict[str, Any]: ...
 
 
 class OverlayError(LipcastError):
@@ -128,8 +160,10 @@ def is_loopback_host(host: str) -> bool:
 class _Turn:
     turn_id: str
     viewer: str | None
+    deadline: float  # monotonic: the reply must begin by then, or it is dropped
     ended: bool = False
     begun: bool = False  # a page reported that one of its clips started
+    begun_at: float = 0.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -143,21 +177,6 @@ def _load_assets(folder: Path) -> _Assets:
     version = hashlib.sha256(b"\0".join(raw[name] for name in sorted(raw))).hexdigest()[:16]
     raw["index.html"] = raw["index.html"].replace(b"{{ASSETS}}", version.encode())
     return _Assets(files=raw, version=version)
-
-
-def _parse_range(header: str, size: int) -> tuple[int, int] | bool | None:
-    """``(start, end)`` inclusive; None when unsatisfiable; False when not a single byte range."""
-    match = _RANGE.fullmatch(header.strip())
-    if match is None or (not match[1] and not match[2]):
-        return False
-    if not match[1]:
-        length = int(match[2])
-        return (max(0, size - length), size - 1) if length > 0 and size > 0 else None
-    start = int(match[1])
-    end = int(match[2]) if match[2] else size - 1
-    if start >= size or end < start:
-        return None
-    return start, min(end, size - 1)
 
 
 def _check_media(path: Path | None, kinds: dict[str, str], what: str) -> Path | None:
@@ -178,7 +197,10 @@ class OverlayServer:
     ``store``: where clips are kept (default bounds when None); ``idle_image`` /
     ``idle_video``: shown between replies (the video loops, muted, and wins over the image);
     ``options``: how the page presents replies; ``on_playback``: called with page reports;
-    ``cleanup_interval_s``: how often clips past the store's age bound are dropped.
+    ``cleanup_interval_s``: how often clips past the store's age bound are dropped;
+    ``atlas``: the sprite persona the page draws (None: the idle image or video), or
+    ``make_atlas`` to make it in a thread when the server starts;
+    ``start_deadline_s``: how long after it is announced a reply may still begin.
     """
 
     def __init__(
@@ -193,6 +215,9 @@ class OverlayServer:
         options: PageOptions | None = None,
         on_playback: PlaybackCallback | None = None,
         cleanup_interval_s: float = 30.0,
+        atlas: LayerAtlas | None = None,
+        make_atlas: Callable[[], LayerAtlas | None] | None = None,
+        start_deadline_s: float = 20.0,
     ) -> None:
         self.host = host
         self._requested_port = port
@@ -203,17 +228,22 @@ class OverlayServer:
         self.options = options if options is not None else PageOptions()
         self._on_playback = on_playback
         self._cleanup_interval_s = cleanup_interval_s
+        self._atlas = atlas
+        self._make_atlas = make_atlas
+        self.start_deadline_s = start_deadline_s
 
         self._instance = secrets.token_hex(8)
         self._assets: _Assets | None = None
         self._idle_urls: dict[str, str | None] = {"image": None, "video": None}
         self._runner: web.AppRunner | None = None
         self._cleanup_task: asyncio.Task[None] | None = None
+        self._expiry_task: asyncio.Task[None] | None = None
         self._pages: set[web.WebSocketResponse] = set()
         self._send_lock = asyncio.Lock()
         self._pending: OrderedDict[str, ClipReady] = OrderedDict()
         self._turns: OrderedDict[str, _Turn] = OrderedDict()
         self._cancelled: OrderedDict[str, None] = OrderedDict()
+        self._started: set[str] = set()  # clips a page reported started
         self._order = 0
         self._paused = False
         self._drained = asyncio.Event()
@@ -229,6 +259,11 @@ class OverlayServer:
             self._assets = await asyncio.to_thread(_load_assets, STATIC_DIR)
         except OSError as err:
             raise OverlayError(f"{STATIC_DIR}: the overlay page is missing: {err}") from err
+        if self._make_atlas is not None and self._atlas is None:
+            try:
+                self._atlas = await asyncio.to_thread(self._make_atlas)
+            except LipcastError as err:
+                raise OverlayError(f"the persona cannot be drawn in the overlay: {err}") from err
         self._idle_urls = {
             "image": await asyncio.to_thread(_versioned, "/idle/image", self.idle_image),
             "video": await asyncio.to_thread(_versioned, "/idle/video", self.idle_video),
@@ -250,6 +285,7 @@ class OverlayServer:
         self._runner = runner
         self._requested_port = self.port  # a restart listens on the same port
         self._cleanup_task = asyncio.create_task(self._cleanup_loop(), name="overlay-clip-cleanup")
+        self._expiry_task = asyncio.create_task(self._expiry_loop(), name="overlay-deadlines")
         log.info("overlay listening on %s", self.url)
         if not is_loopback_host(self.host):
             log.warning(
@@ -260,11 +296,12 @@ class OverlayServer:
 
     async def stop(self) -> None:
         """Close the pages' connections (they reconnect to the next server) and stop listening."""
-        if self._cleanup_task is not None:
-            self._cleanup_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._cleanup_task
-            self._cleanup_task = None
+        for task in (self._cleanup_task, self._expiry_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._cleanup_task = self._expiry_task = None
         for page in list(self._pages):
             with contextlib.suppress(Exception):
                 await page.close(code=WSCloseCode.GOING_AWAY, message=b"server stopping")
@@ -320,20 +357,18 @@ class OverlayServer:
         return sum(1 for turn in self._turns.values() if not turn.begun)
 
     @property
+    def on_air(self) -> str | None:
+        """The reply a page is showing now (begun and not over), or None."""
+        begun = [turn for turn in self._turns.values() if turn.begun]
+        return max(begun, key=lambda turn: turn.begun_at).turn_id if begun else None
+
+    @property
     def connected_pages(self) -> int:
         return len(self._pages)
 
     @property
     def paused(self) -> bool:
         return self._paused
-
-    @property
-    def on_air(self) -> str | None:
-        """The turn a page is playing now (one of its clips started), None when idle."""
-        for turn in self._turns.values():
-            if turn.begun and not self.is_cancelled(turn.turn_id):
-                return turn.turn_id
-        return None
 
     def is_cancelled(self, turn_id: str) -> bool:
         """Whether the turn was skipped or cleared (its clips are no longer shown)."""
@@ -346,14 +381,22 @@ class OverlayServer:
 
     # ----------------------------------------------------------------- pipeline API
 
-    async def turn_started(self, turn_id: str, *, viewer: str | None = None) -> None:
-        """Announce a reply; its clips follow with :meth:`publish_clip`."""
+    async def turn_started(
+        self, turn_id: str, *, viewer: str | None = None, deadline: float | None = None
+    ) -> None:
+        """Announce a reply; its clips follow with :meth:`publish_clip`.
+
+        ``deadline`` (``time.monotonic()`` seconds) is when the reply must have begun playing;
+        default ``start_deadline_s`` from now. A reply no page began by then is never shown.
+        """
         turn_id = _check_turn_id(turn_id)
         viewer = _clean_viewer(viewer)
         if self.is_cancelled(turn_id):
             return
         if turn_id not in self._turns:
-            self._turns[turn_id] = _Turn(turn_id=turn_id, viewer=viewer)
+            self._turns[turn_id] = self._new_turn(turn_id, viewer, deadline)
+        elif deadline is not None:
+            self._turns[turn_id].deadline = deadline
         await self._broadcast(TurnStarted(turn_id=turn_id, viewer=viewer), self._queue_state())
 
     async def publish_clip(
@@ -361,43 +404,61 @@ class OverlayServer:
         *,
         turn_id: str,
         seq: int,
-        mp4: bytes,
         caption: str,
+        mp4: bytes | None = None,
+        audio: bytes | None = None,
+        sample_rate: int | None = None,
+        timeline: bytes | None = None,
         viewer: str | None = None,
         duration_s: float | None = None,
     ) -> str | None:
-        """Queue one clip (H.264 + AAC MP4) of a reply; returns its clip id.
+        """Queue one clip of a reply; returns its clip id.
 
-        Clips play in the order they are published; ``seq`` is the clip's place in its turn
-        (0, 1, 2…) and, with ``turn_id``, what a page uses never to play a clip twice. Returns
-        None when the turn was skipped or cleared. Raises :class:`InputError` for bad values.
+        A sprite clip is ``audio`` (16-bit little-endian mono PCM at ``sample_rate``) with its
+        ``timeline`` (JSON, :mod:`lipsync.timeline`'s wire form); a video clip is ``mp4``
+        (H.264 + AAC). Clips play in the order they are published; ``seq`` is the clip's place
+        in its turn (0, 1, 2…) and, with ``turn_id``, what a page uses never to play a clip
+        twice. Returns None when the turn was skipped, cleared or expired. Raises
+        :class:`InputError` for bad values.
         """
         turn_id = _check_turn_id(turn_id)
         if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
             raise InputError(f"clip seq must be a whole number >= 0, not {seq!r}")
+        frames = _check_sprite(audio, sample_rate, timeline) if timeline is not None else None
+        if frames is None and not mp4:
+            raise InputError("a clip needs its MP4, or its speech (PCM) and its timeline")
         if self.is_cancelled(turn_id):
             log.debug("clip %d of cancelled turn %s not shown", seq, turn_id)
             return None
         viewer = _clean_viewer(viewer)
-        clip_id, evicted = self.store.put(mp4)
+        if frames is not None:
+            assert audio is not None
+            clip_id, evicted = self.store.put(audio, content_type="audio/pcm")
+        else:
+            assert mp4 is not None
+            clip_id, evicted = self.store.put(mp4)
         self._forget_clips(evicted, why="the clip store is full")
         turn = self._turns.get(turn_id)
         if turn is None:
-            turn = self._turns[turn_id] = _Turn(turn_id=turn_id, viewer=viewer)
+            turn = self._turns[turn_id] = self._new_turn(turn_id, viewer, None)
         self._order += 1
         event = ClipReady(
             clip_id=clip_id,
             turn_id=turn_id,
             seq=seq,
             order=self._order,
-            url=f"/clips/{clip_id}.mp4",
+            kind="sprite" if frames is not None else "video",
             caption=str(caption)[:_MAX_CAPTION],
             viewer=viewer or turn.viewer,
             duration_s=duration_s,
+            url=None if frames is not None else f"/clips/{clip_id}.mp4",
+            audio_url=f"/clips/{clip_id}.pcm" if frames is not None else None,
+            sample_rate=sample_rate if frames is not None else None,
+            timeline=frames,
         )
         self._pending[clip_id] = event
         self._drained.clear()
-        await self._broadcast(event, self._queue_state())
+        await self._broadcast(self._fresh(event), self._queue_state())
         return clip_id
 
     async def turn_ended(self, turn_id: str) -> None:
@@ -410,27 +471,51 @@ class OverlayServer:
         self._forget_turn_if_done(turn_id)
         await self._broadcast(TurnEnded(turn_id=turn_id), self._queue_state())
 
-    async def skip(self) -> str | None:
-        """Stop the reply playing now (or the next one); returns its turn id, None if none."""
-        target: str | None = None
-        if self._pending:
-            target = next(iter(self._pending.values())).turn_id
-        elif self._turns:
-            target = next(iter(self._turns))
-        if target is not None:
-            self._cancel(target)
-        log.info("overlay: skip %s", target or "(nothing queued)")
+    async def skip(self, turn_id: str | None = None) -> str | None:
+        """Stop the reply on air (or the one named); returns its turn id, None if none.
+
+        Without a turn id a waiting reply is never skipped: with nothing on air, nothing is.
+        """
+        target = self.on_air if turn_id is None else _check_turn_id(turn_id)
+        if target is None or (turn_id is not None and target not in self._turns):
+            log.info("overlay: skip: %s", "nothing on air" if turn_id is None else "no such turn")
+            if target is not None:
+                self._cancel(target)  # a reply the overlay has not seen yet: never show it
+            return None
+        self._cancel(target)
+        log.info("overlay: skip %s", target)
         await self._broadcast(Skip(turn_id=target), self._queue_state())
         return target
 
-    async def clear(self) -> int:
-        """Drop every queued and playing clip and go idle; returns how many clips were dropped."""
-        dropped = len(self._pending)
-        for turn_id in {*self._turns, *(clip.turn_id for clip in self._pending.values())}:
-            self._cancel(turn_id)
-        log.info("overlay: clear (%d clips dropped)", dropped)
-        await self._broadcast(Clear(), self._queue_state())
-        return dropped
+    async def clear(self, turn_id: str | None = None) -> list[str]:
+        """Drop the replies waiting (or the one named, if it waits); the reply on air plays on.
+
+        Returns the turn ids dropped.
+        """
+        on_air = self.on_air
+        waiting = [
+            tid
+            for tid in {**self._turns, **{clip.turn_id: None for clip in self._pending.values()}}
+            if tid != on_air
+        ]
+        if turn_id is not None:
+            turn_id = _check_turn_id(turn_id)
+            waiting = [tid for tid in waiting if tid == turn_id]
+        dropped = sum(1 for clip in self._pending.values() if clip.turn_id in waiting)
+        for tid in waiting:
+            self._cancel(tid)
+        log.info("overlay: clear (%d replies, %d clips dropped)", len(waiting), dropped)
+        await self._broadcast(Clear(turn_ids=waiting), self._queue_state())
+        return waiting
+
+    async def set_atlas(self, atlas: LayerAtlas | None) -> None:
+        """Draw another sprite persona (e.g. after a persona switch); pages switch at once."""
+        self._atlas = atlas
+        persona = self._persona_info()
+        if persona is not None:
+            await self._broadcast(
+                PersonaLayers(atlas=persona["atlas"], manifest=persona["manifest"])
+            )
 
     async def pause(self) -> None:
         """Hold playback (the clip playing pauses; nothing new starts)."""
@@ -441,13 +526,15 @@ class OverlayServer:
         self._paused = False
         await self._broadcast(Resume())
 
-    async def control(self, action: str) -> dict[str, Any]:
+    async def control(self, action: str, turn_id: str | None = None) -> dict[str, Any]:
         """Run one control action by name (``skip``, ``clear``, ``pause``, ``resume``)."""
         result: dict[str, Any] = {"action": action}
         if action == "skip":
-            result["turn_id"] = await self.skip()
+            result["turn_id"] = await self.skip(turn_id)
         elif action == "clear":
-            result["dropped"] = await self.clear()
+            dropped = await self.clear(turn_id)
+            result["dropped"] = len(dropped)
+            result["turn_ids"] = dropped
         elif action == "pause":
             await self.pause()
         elif action == "resume":
@@ -459,6 +546,24 @@ class OverlayServer:
 
     # ----------------------------------------------------------------- bookkeeping
 
+    def _new_turn(self, turn_id: str, viewer: str | None, deadline: float | None) -> _Turn:
+        if deadline is None:
+            deadline = time.monotonic() + self.start_deadline_s
+        return _Turn(turn_id=turn_id, viewer=viewer, deadline=deadline)
+
+    def _fresh(self, event: ClipReady) -> ClipReady:
+        """``event`` with how long its reply may still begin, as of now."""
+        turn = self._turns.get(event.turn_id)
+        if turn is None or turn.begun:
+            return event.fresh(None)
+        return event.fresh(max(0, round((turn.deadline - time.monotonic()) * 1000)))
+
+    def _persona_info(self) -> dict[str, Any] | None:
+        if self._atlas is None:
+            return None
+        version = hashlib.sha256(self._atlas.key.encode()).hexdigest()[:12]
+        return {"atlas": f"/persona/atlas.png?v={version}", "manifest": self._atlas.manifest}
+
     def _queue_state(self) -> QueueState:
         return QueueState(replies_waiting=self.replies_waiting, clips=self.queue_length)
 
@@ -469,6 +574,7 @@ class OverlayServer:
         self._turns.pop(turn_id, None)
         for clip_id in [cid for cid, clip in self._pending.items() if clip.turn_id == turn_id]:
             del self._pending[clip_id]
+            self._started.discard(clip_id)
         self._update_drained()
 
     def _forget_clips(self, clip_ids: list[str], *, why: str) -> None:
@@ -504,11 +610,15 @@ class OverlayServer:
             return  # an old, skipped or foreign clip: nothing to update
         report = replace(report, turn_id=clip.turn_id, seq=clip.seq)
         if report.kind == "started":
+            if clip.clip_id in self._started:
+                return  # another page plays it too: "started" is reported once
+            self._started.add(clip.clip_id)
             turn = self._turns.get(clip.turn_id)
-            if turn is not None:
-                turn.begun = True
+            if turn is not None and not turn.begun:
+                turn.begun, turn.begun_at = True, report.at
         else:
             del self._pending[clip.clip_id]
+            self._started.discard(clip.clip_id)
             if report.kind == "failed":
                 log.warning(
                     "the overlay page could not play clip %d of turn %s: %s",
@@ -535,6 +645,29 @@ class OverlayServer:
                 self._forget_clips(expired, why="it grew older than the clip store's age bound")
                 if self.queue_length != before:
                     await self._broadcast(self._queue_state())
+
+    async def _expiry_loop(self) -> None:
+        """Drop replies that no page began by their deadline: they are never shown late."""
+        while True:
+            await asyncio.sleep(_EXPIRY_CHECK_S)
+            now = time.monotonic()
+            late = [
+                turn
+                for turn in self._turns.values()
+                if not turn.begun and now > turn.deadline + _EXPIRY_GRACE_S
+            ]
+            for turn in late:
+                clips = sum(1 for clip in self._pending.values() if clip.turn_id == turn.turn_id)
+                self._cancel(turn.turn_id)
+                if clips:
+                    log.warning(
+                        "overlay: reply %s dropped: it could not begin within its deadline "
+                        "(is the overlay open in OBS?)",
+                        turn.turn_id,
+                    )
+                await self._broadcast(
+                    Skip(turn_id=turn.turn_id, reason="expired"), self._queue_state()
+                )
 
     # ----------------------------------------------------------------- sending
 
@@ -579,6 +712,7 @@ class OverlayServer:
         app.router.add_get("/overlay.css", self._asset)
         app.router.add_get("/idle/image", self._idle_image)
         app.router.add_get("/idle/video", self._idle_video)
+        app.router.add_get("/persona/atlas.png", self._atlas_png)
         app.router.add_get("/clips/{name}", self._clip)
         app.router.add_get("/ws", self._websocket)
         app.router.add_post("/control/{action}", self._control)
@@ -601,6 +735,12 @@ class OverlayServer:
     async def _asset(self, request: web.Request) -> web.Response:
         return self._asset_response(request.path.lstrip("/"))
 
+    async def _atlas_png(self, request: web.Request) -> web.Response:
+        if self._atlas is None:
+            raise web.HTTPNotFound(text="no sprite persona configured")
+        headers = {**_COMMON_HEADERS, "Content-Type": "image/png", "Cache-Control": "no-cache"}
+        return web.Response(body=self._atlas.png, headers=headers)
+
     async def _idle_image(self, request: web.Request) -> web.StreamResponse:
         return self._idle_file(self.idle_image, IMAGE_TYPES)
 
@@ -621,26 +761,27 @@ class OverlayServer:
         match = _CLIP_NAME.fullmatch(request.match_info["name"])
         if match is None:
             raise web.HTTPBadRequest(text="not a clip name")
-        data = self.store.get(match["clip_id"])
-        if data is None:
+        entry = self.store.entry(match["clip_id"])
+        if entry is None or not entry.content_type.startswith(_CLIP_TYPES[match["ext"]]):
             raise web.HTTPNotFound(text="no such clip (played long ago, or evicted)")
+        data = entry.data
         headers = {
             **_COMMON_HEADERS,
-            "Content-Type": "video/mp4",
+            "Content-Type": entry.content_type,
             "Accept-Ranges": "bytes",
             "Cache-Control": "no-store",
         }
-        requested = request.headers.get("Range")
-        span = _parse_range(requested, len(data)) if requested else False
-        if span is None:
+        if "Range" not in request.headers:
+            return web.Response(body=data, headers=headers)
+        try:
+            start, stop, _ = request.http_range.indices(len(data))
+        except ValueError:  # not one byte range aiohttp can read (several, or malformed)
+            return web.Response(body=data, headers=headers)
+        if start >= stop:
             headers["Content-Range"] = f"bytes */{len(data)}"
             raise web.HTTPRequestRangeNotSatisfiable(headers=headers)
-        if span is False:
-            return web.Response(body=data, headers=headers)
-        assert isinstance(span, tuple)
-        start, end = span
-        headers["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
-        return web.Response(status=206, body=data[start : end + 1], headers=headers)
+        headers["Content-Range"] = f"bytes {start}-{stop - 1}/{len(data)}"
+        return web.Response(status=206, body=data[start:stop], headers=headers)
 
     async def _health(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok", "protocol": PROTOCOL})
@@ -665,7 +806,12 @@ class OverlayServer:
             return web.json_response(
                 {"error": f"unknown action: use one of {', '.join(CONTROL_ACTIONS)}"}, status=404
             )
-        return web.json_response({"ok": True, **await self.control(action)})
+        turn_id = request.query.get("turn_id") or None
+        try:
+            answer = await self.control(action, turn_id)
+        except InputError as err:
+            return web.json_response({"error": str(err)}, status=400)
+        return web.json_response({"ok": True, **answer})
 
     def _origin_allowed(self, request: web.Request) -> bool:
         """Browsers send Origin with a WebSocket handshake: only this server's own page may."""
@@ -694,7 +840,7 @@ class OverlayServer:
             async for message in page:
                 if message.type is not WSMsgType.TEXT:
                     continue
-                report = parse_report(str(message.data), at=time.monotonic())
+                report = parse_report(str(message.data), at=time.monotonic(), wall=time.time())
                 if report is not None:
                     await self._on_report(report)
         finally:
@@ -710,8 +856,18 @@ class OverlayServer:
             paused=self._paused,
             idle=self._idle_urls,
             options=self.options,
+            persona=self._persona_info(),
         )
-        return [hello, *self._pending.values(), self._queue_state()]
+        # What is current: clips not begun anywhere yet, of replies still within their deadline.
+        now = time.monotonic()
+        backlog = [
+            self._fresh(clip)
+            for clip in self._pending.values()
+            if clip.clip_id not in self._started
+            and (turn := self._turns.get(clip.turn_id)) is not None
+            and (turn.begun or now <= turn.deadline)
+        ]
+        return [hello, *backlog, self._queue_state()]
 
 
 def _versioned(url: str, path: Path | None) -> str | None:
@@ -729,6 +885,31 @@ def _check_turn_id(turn_id: str) -> str:
     if not isinstance(turn_id, str) or not turn_id or len(turn_id) > _MAX_TURN_ID:
         raise InputError(f"turn id must be a non-empty string of at most {_MAX_TURN_ID} characters")
     return turn_id
+
+
+def _check_sprite(audio: bytes | None, sample_rate: int | None, timeline: bytes) -> dict[str, Any]:
+    """The timeline of a sprite clip as the page reads it; InputError when the clip is unusable."""
+    if not audio or len(audio) % 2:
+        raise InputError("a sprite clip's speech must be 16-bit PCM: a non-empty, even length")
+    if isinstance(sample_rate, bool) or not isinstance(sample_rate, int):
+        raise InputError("a sprite clip needs the sample rate of its speech")
+    if not 8000 <= sample_rate <= 192_000:
+        raise InputError(f"a sample rate of {sample_rate} Hz is not one a page can play")
+    if len(timeline) > _MAX_TIMELINE:
+        raise InputError("a sprite clip's timeline is larger than any sentence's")
+    try:
+        frames: Any = json.loads(timeline)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise InputError(f"a sprite clip's timeline is not JSON: {err}") from err
+    if (
+        not isinstance(frames, dict)
+        or not isinstance(frames.get("fps"), int)
+        or not isinstance(frames.get("visemes"), str)
+        or not isinstance(frames.get("levels"), list)
+        or len(frames["levels"]) != len(frames["visemes"])
+    ):
+        raise InputError("a sprite clip's timeline lacks fps, visemes or levels")
+    return frames
 
 
 def _clean_viewer(viewer: str | None) -> str | None:

@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import socket
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -22,8 +23,8 @@ from pydantic import SecretStr
 from lipcast.cli import Context
 from lipcast.commands import COMMANDS
 from lipcast.commands import overlay as overlay_command
-from lipcast.config import Secrets, Settings, parse_settings
-from lipcast.wiring import build_overlay_server
+from lipcast.config import Secrets, Settings, load_secrets, parse_settings
+from lipcast.wiring import build_clip_renderer, build_overlay_server, persona_from_settings
 from obs_overlay.clip_store import ClipStore
 from obs_overlay.events import PROTOCOL, PlaybackReport
 from obs_overlay.server import OverlayError, OverlayServer, is_loopback_host
@@ -360,7 +361,13 @@ async def test_page_protocol_and_queue_bookkeeping(
         assert hello["protocol"] == PROTOCOL and hello["paused"] is False
         assert hello["idle"]["image"].startswith("/idle/image?v=")
         assert hello["idle"]["video"] is None
-        assert hello["options"] == {"captions": True, "banner": True, "hold_ms": 1500}
+        assert hello["options"] == {
+            "captions": True,
+            "banner": True,
+            "hold_ms": 1500,
+            "motion": True,
+        }
+        assert hello["persona"] is None
         assert (await next_event(ws))["type"] == "queue"
 
         await server.turn_started("t1", viewer="@ada")
@@ -372,6 +379,7 @@ async def test_page_protocol_and_queue_bookkeeping(
         first = await publish(server, "t1", 0, duration_s=1.5)
         event = await next_event(ws, "clip")
         assert event["clip_id"] == first and event["url"] == f"/clips/{first}.mp4"
+        assert event["kind"] == "video" and 19_000 < event["expires_in_ms"] <= 20_000
         assert (event["seq"], event["order"], event["viewer"]) == (0, 1, "ada")
         assert event["caption"] == "t1 0" and event["duration_s"] == 1.5
         assert await next_event(ws, "queue") == {"type": "queue", "replies_waiting": 1, "clips": 1}
@@ -441,50 +449,181 @@ async def test_foreign_origins_cannot_open_the_websocket(
         assert (await next_event(ws))["type"] == "hello"
 
 
-async def test_skip_drops_the_current_reply_and_refuses_its_later_clips(
+async def test_skip_stops_exactly_the_reply_on_air_and_refuses_its_later_clips(
     server: OverlayServer, http: aiohttp.ClientSession
 ) -> None:
     async with await connect_page(http, server) as ws:
-        await publish(server, "t1", 0)
+        first = await publish(server, "t1", 0)
         await publish(server, "t1", 1)
-        later = await publish(server, "t2", 0)
-        assert server.replies_waiting == 2
+        later = await publish(server, "t2", 0)  # renders while t1 still plays
+        assert server.replies_waiting == 2 and server.on_air is None
+        assert await server.skip() is None, "nothing is on air: a waiting reply is not skipped"
+        assert not server.is_cancelled("t1") and not server.is_cancelled("t2")
+
+        await ws.send_json({"type": "started", "clip_id": first})
+        await next_event(ws, "queue")
+        assert server.on_air == "t1" and server.replies_waiting == 1
         assert await server.skip() == "t1"
-        assert await next_event(ws, "skip") == {"type": "skip", "turn_id": "t1"}
+        assert await next_event(ws, "skip") == {
+            "type": "skip",
+            "turn_id": "t1",
+            "reason": "skipped",
+        }
         assert server.queue_length == 1 and server.is_cancelled("t1")
+        assert not server.is_cancelled("t2") and server.on_air is None
         assert await server.publish_clip(turn_id="t1", seq=2, mp4=CLIP, caption="") is None
         await server.turn_started("t1")  # ignored: the turn is over
         assert server.replies_waiting == 1
 
         await server.turn_ended("t2")
+        await ws.send_json({"type": "started", "clip_id": later})
         await ws.send_json({"type": "ended", "clip_id": later})
         assert await drained(server, 2)
-        assert server.replies_waiting == 0
-        assert await server.skip() is None  # nothing left: the page stops whatever it plays
-        assert await next_event(ws, "skip") == {"type": "skip", "turn_id": None}
+        assert server.replies_waiting == 0 and server.on_air is None
+        assert await server.skip() is None  # nothing on air, nothing waiting
 
-        await server.turn_started("t3")  # announced, no clip yet: skip cancels it too
-        assert await server.skip() == "t3"
+        # Named by its id, a reply is skipped wherever it is, even before the overlay saw it.
+        await server.turn_started("t3")
+        assert await server.skip("t3") == "t3"
         assert await server.publish_clip(turn_id="t3", seq=0, mp4=CLIP, caption="") is None
+        assert await server.skip("t4") is None
+        assert await server.publish_clip(turn_id="t4", seq=0, mp4=CLIP, caption="") is None
 
 
-async def test_clear_pause_and_resume_reach_the_page(
+async def test_clear_drops_exactly_the_replies_waiting_not_the_one_on_air(
     server: OverlayServer, http: aiohttp.ClientSession
 ) -> None:
     async with await connect_page(http, server) as ws:
-        for seq in range(3):
-            await publish(server, "t1", seq)
-        await publish(server, "t2", 0)
-        assert await server.clear() == 4
-        assert (await next_event(ws, "clear"))["type"] == "clear"
-        assert server.queue_length == 0 and server.replies_waiting == 0
+        on_air = await publish(server, "t1", 0)
+        await ws.send_json({"type": "started", "clip_id": on_air})
+        await next_event(ws, "queue")
+        await publish(server, "t1", 1)  # the reply on air's next sentence
+        for turn in ("t2", "t3"):
+            await publish(server, turn, 0)
+        await server.turn_started("t4")
+        assert await server.clear("t3") == ["t3"]
+        assert await next_event(ws, "clear") == {"type": "clear", "turn_ids": ["t3"]}
+        assert await server.clear("t1") == [], "the reply on air is not cleared"
+        assert sorted(await server.clear()) == ["t2", "t4"]
+        assert sorted((await next_event(ws, "clear"))["turn_ids"]) == []
+        assert sorted((await next_event(ws, "clear"))["turn_ids"]) == ["t2", "t4"]
+        assert server.on_air == "t1" and server.queue_length == 2 and server.replies_waiting == 0
+        assert await server.publish_clip(turn_id="t1", seq=2, mp4=CLIP, caption="") is not None
         assert await server.publish_clip(turn_id="t2", seq=1, mp4=CLIP, caption="") is None
+        answer = await server.control("clear")
+        assert answer["dropped"] == 0 and answer["turn_ids"] == []
+
+
+async def test_pause_and_resume_reach_the_page(
+    server: OverlayServer, http: aiohttp.ClientSession
+) -> None:
+    async with await connect_page(http, server) as ws:
         assert (await server.control("pause"))["paused"] is True
         assert (await next_event(ws, "pause"))["type"] == "pause"
         await server.control("resume")
         assert (await next_event(ws, "resume"))["type"] == "resume"
         with pytest.raises(InputError):
             await server.control("explode")
+
+
+async def test_a_reply_that_cannot_begin_by_its_deadline_is_never_shown(
+    http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with OverlayServer(port=0, start_deadline_s=0.2) as server:
+        # Rendered while no page was open: by the time one opens, it is stale.
+        await server.turn_started("stale", viewer="ada")
+        await publish(server, "stale", 0)
+        await asyncio.sleep(0.9)
+        assert server.is_cancelled("stale") and server.queue_length == 0
+        assert "could not begin within its deadline" in caplog.text
+        assert await server.publish_clip(turn_id="stale", seq=1, mp4=CLIP, caption="") is None
+        # A page that opens late starts from what is current: the reply announced now.
+        await server.turn_started("fresh", deadline=time.monotonic() + 60)
+        fresh = await publish(server, "fresh", 0)
+        async with http.ws_connect(f"{server.url}ws") as ws:
+            await next_event(ws, "hello")
+            backlog = await next_event(ws)
+            assert backlog["type"] == "clip" and backlog["clip_id"] == fresh
+            assert backlog["expires_in_ms"] > 50_000
+            assert (await next_event(ws))["type"] == "queue"
+            await ws.send_json({"type": "started", "clip_id": fresh})
+            await asyncio.sleep(0.2)
+            # Once begun, a reply plays on past its deadline; its clips are not "waiting".
+            second = await publish(server, "fresh", 1)
+            event = await next_event(ws, "clip")
+            assert event["clip_id"] == second and event["expires_in_ms"] is None
+        # A second page joining mid-reply skips the clip already playing elsewhere.
+        async with http.ws_connect(f"{server.url}ws") as ws:
+            await next_event(ws, "hello")
+            assert (await next_event(ws))["clip_id"] == second
+
+
+async def test_playback_reports_carry_turn_seq_and_wall_time_once_per_clip(
+    server: OverlayServer, http: aiohttp.ClientSession
+) -> None:
+    reports: list[PlaybackReport] = []
+    server._on_playback = reports.append
+    clip_id = await publish(server, "t1", 0)
+    before = time.time()
+    async with await connect_page(http, server) as one, await connect_page(http, server) as two:
+        for page in (one, two):  # two pages show the same clip: "started" counts once
+            await page.send_json({"type": "started", "clip_id": clip_id})
+        await one.send_json({"type": "ended", "clip_id": clip_id})
+        assert await drained(server, 2)
+    assert [(r.kind, r.turn_id, r.seq) for r in reports] == [
+        ("started", "t1", 0),
+        ("ended", "t1", 0),
+    ]
+    assert all(before <= r.wall <= time.time() for r in reports)
+
+
+SPRITE_TIMELINE = json.dumps(
+    {
+        "version": 1,
+        "fps": 25,
+        "start_frame": 0,
+        "size": 256,
+        "visemes": "0220",
+        "openness": [0, 0.5, 0.6, 0],
+        "levels": [0, 6, 7, 0],
+        "blinks": {},
+    }
+).encode()
+
+
+async def test_sprite_clips_carry_speech_and_timeline(
+    server: OverlayServer, http: aiohttp.ClientSession
+) -> None:
+    pcm = bytes(range(256)) * 8
+    async with await connect_page(http, server) as ws:
+        clip_id = await server.publish_clip(
+            turn_id="t1",
+            seq=0,
+            caption="hi",
+            audio=pcm,
+            sample_rate=22050,
+            timeline=SPRITE_TIMELINE,
+            duration_s=0.16,
+        )
+        event = await next_event(ws, "clip")
+    assert event["kind"] == "sprite" and event["url"] is None
+    assert event["audio_url"] == f"/clips/{clip_id}.pcm" and event["sample_rate"] == 22050
+    assert event["timeline"]["levels"] == [0, 6, 7, 0]
+    async with http.get(f"{server.url}clips/{clip_id}.pcm") as response:
+        assert response.status == 200 and await response.read() == pcm
+        assert response.content_type == "audio/pcm"
+    async with http.get(f"{server.url}clips/{clip_id}.mp4") as response:
+        assert response.status == 404
+    for bad in (
+        {"audio": pcm, "sample_rate": 22050, "timeline": b"{not json"},
+        {"audio": pcm, "sample_rate": 22050, "timeline": b'{"fps": 25}'},
+        {"audio": pcm[:-1], "sample_rate": 22050, "timeline": SPRITE_TIMELINE},
+        {"audio": pcm, "sample_rate": 3, "timeline": SPRITE_TIMELINE},
+        {"audio": pcm, "timeline": SPRITE_TIMELINE},
+        {},
+    ):
+        with pytest.raises(InputError):
+            await server.publish_clip(turn_id="t2", seq=0, caption="", **bad)
 
 
 async def test_publish_validates_its_arguments(server: OverlayServer) -> None:
@@ -547,9 +686,11 @@ async def test_command_controls_a_running_overlay(
     server: OverlayServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
     await publish(server, "t1", 0)
-    code = await asyncio.to_thread(overlay_command.run, _args("skip"), _context(TOKEN, server.port))
+    code = await asyncio.to_thread(
+        overlay_command.run, _args("clear"), _context(TOKEN, server.port)
+    )
     assert code == 0 and server.queue_length == 0
-    assert "action skip" in capsys.readouterr().out
+    assert "action clear" in capsys.readouterr().out
     await asyncio.to_thread(overlay_command.run, _args("pause"), _context(TOKEN, server.port))
     assert server.paused
 
@@ -571,26 +712,38 @@ async def test_command_reports_a_disabled_or_absent_overlay() -> None:
     assert absent.value.transient
 
 
-async def test_serve_runs_until_stopped_and_plays_the_demo(
+async def test_serve_runs_until_stopped_and_the_persona_says_the_demo(
     http: aiohttp.ClientSession, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    server = OverlayServer(port=0)
+    settings = Settings()
+    persona = persona_from_settings(settings, "cohost")
+    server = build_overlay_server(settings, load_secrets(None), port=0, persona=persona)
+    server._requested_port = 0
+    clips = build_clip_renderer(settings, load_secrets(None))
     stop = asyncio.Event()
     serving = asyncio.create_task(
-        overlay_command.serve(server, demo=True, demo_avatar=IDLE_IMAGE, stop=stop)
+        overlay_command.serve(server, demo=clips, persona=persona, stop=stop)
     )
-    for _ in range(100):
+    for _ in range(200):
         if server.addresses:
             break
         await asyncio.sleep(0.02)
     async with http.ws_connect(f"{server.url}ws") as ws:
-        started = await next_event(ws, "turn_started")
+        hello = await next_event(ws, "hello")
+        assert hello["persona"]["manifest"]["size"] == settings.render.size
+        async with http.get(f"{server.url}{hello['persona']['atlas'].lstrip('/')}") as response:
+            assert response.status == 200 and (await response.read())[1:4] == b"PNG"
+        started = await asyncio.wait_for(next_event(ws, "turn_started"), 30)
         assert started["viewer"] == overlay_command.DEMO_VIEWER
         clip = await next_event(ws, "clip")
-        async with http.get(f"{server.url}{clip['url'].lstrip('/')}") as response:
-            assert response.status == 200 and (await response.read())[4:8] == b"ftyp"
+        # The real persona saying a real line: its voice and the frames of its mouth.
+        assert clip["kind"] == "sprite" and persona.name in clip["caption"]
+        assert max(clip["timeline"]["levels"]) >= 6
+        async with http.get(f"{server.url}{clip['audio_url'].lstrip('/')}") as response:
+            speech = await response.read()
+        assert len(speech) / 2 / clip["sample_rate"] == pytest.approx(clip["duration_s"], abs=0.01)
     stop.set()
     assert await asyncio.wait_for(serving, 5) == 0
     assert server.addresses == []
     out = capsys.readouterr().out
-    assert server.url in out and "Control audio via OBS" in out
+    assert server.url in out and "Control audio via OBS" in out and "no chroma key" in out

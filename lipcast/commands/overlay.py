@@ -1,9 +1,11 @@
 """``lipcast overlay``: serve the OBS overlay on its own, or control a running one.
 
-``lipcast overlay`` serves the page (the persona idles; ``--demo`` plays a demo reply whenever
-a page is open, to set up the Browser Source and its audio in OBS). ``lipcast overlay skip``
-(``clear``, ``pause``, ``resume``) controls the overlay of a running ``lipcast run`` or
-``lipcast overlay`` through its HTTP control endpoint, with the token LIPCAST_OVERLAY_TOKEN.
+``lipcast overlay`` serves the page (the persona idles; ``--demo`` has the persona say a short
+reply, through the configured voice and renderer, whenever a page is open, so that setting up
+the Browser Source and its audio in OBS shows exactly what the stream will see).
+``lipcast overlay skip`` (``clear``, ``pause``, ``resume``) controls the overlay of a running
+``lipcast run`` or ``lipcast overlay`` through its HTTP control endpoint, with the token
+LIPCAST_OVERLAY_TOKEN.
 
 :func:`lipcast.wiring.build_overlay_server` builds the server exactly as bot.toml's
 ``[overlay]`` says; ``lipcast run`` uses it too.
@@ -20,20 +22,27 @@ import secrets
 import signal
 import urllib.error
 import urllib.request
-from functools import partial
-from pathlib import Path
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from lipcast.wiring import build_overlay_server
+from lipcast.wiring import build_clip_renderer, build_overlay_server, persona_from_settings
 from obs_overlay.server import CONTROL_ACTIONS, OverlayServer
+from personas import Persona
 from pipeline.errors import ConfigError, LipcastError, PersonaError
 
 if TYPE_CHECKING:
     from lipcast.cli import Context
     from lipcast.config import Settings
+    from pipeline.jobs.render import ClipRenderer
 
 HELP = "serve the OBS overlay page on its own, or control a running one (skip, clear, pause…)"
 DEMO_VIEWER = "lipcast_demo"
+DEMO_LINES = (
+    "Hi chat! I am {name}, and this is how I look on your stream.",
+    "Every sentence I say is drawn live, in time with my voice.",
+    "Between replies I wait right here, breathing and blinking.",
+)
 CONTROL_TIMEOUT_S = 5.0
 
 log = logging.getLogger(__name__)
@@ -54,25 +63,88 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--demo",
         action="store_true",
-        help="play a demo reply whenever a page is open, to set the overlay up in OBS",
+        help="have the persona say a short reply whenever a page is open, to set OBS up",
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class OverlayLine:
+    """One sentence as the overlay shows it: speech and timeline (sprite), or an MP4."""
+
+    caption: str
+    duration_s: float
+    audio: bytes | None = field(default=None, repr=False)  # 16-bit mono PCM
+    sample_rate: int | None = None
+    timeline: bytes | None = field(default=None, repr=False)
+    mp4: bytes | None = field(default=None, repr=False)
+
+
+async def render_lines(
+    clips: ClipRenderer, persona: Persona, lines: Sequence[str], *, video: bool = False
+) -> list[OverlayLine]:
+    """``lines`` spoken by ``persona`` through the real voice and renderer, as the overlay
+    takes them: speech and timeline for a sprite persona, an MP4 otherwise (or with
+    ``video``)."""
+    made = []
+    for text in lines:
+        if not video:
+            line = await clips.speak_line(text, persona)
+            if line.timeline is not None:
+                made.append(
+                    OverlayLine(
+                        caption=text,
+                        duration_s=line.audio.duration_s,
+                        audio=line.audio.to_pcm16(),
+                        sample_rate=line.audio.sample_rate,
+                        timeline=line.timeline.to_json(),
+                    )
+                )
+                continue
+        clip = await clips.render(text, persona)
+        made.append(OverlayLine(caption=text, duration_s=clip.duration_s, mp4=clip.mp4))
+    return made
+
+
+async def publish_line(
+    server: OverlayServer, *, turn_id: str, seq: int, line: OverlayLine, viewer: str | None
+) -> str | None:
+    """Publish one :class:`OverlayLine`; returns its clip id (None: the turn was cancelled)."""
+    return await server.publish_clip(
+        turn_id=turn_id,
+        seq=seq,
+        caption=line.caption,
+        mp4=line.mp4,
+        audio=line.audio,
+        sample_rate=line.sample_rate,
+        timeline=line.timeline,
+        viewer=viewer,
+        duration_s=line.duration_s,
     )
 
 
 def run(args: argparse.Namespace, context: Context) -> int:
     if args.action != "serve":
         return _control(args, context)
-    avatar = _persona_avatar(context.settings, args.persona)
+    persona = _persona(context.settings, args.persona)
     server = build_overlay_server(
-        context.settings, context.secrets, idle_image=avatar, host=args.host, port=args.port
+        context.settings,
+        context.secrets,
+        idle_image=persona.avatar_path if persona is not None else None,
+        host=args.host,
+        port=args.port,
+        persona=persona,
     )
-    return asyncio.run(serve(server, demo=args.demo, demo_avatar=server.idle_image))
+    clips = None
+    if args.demo:
+        if persona is None:
+            raise PersonaError("the demo needs a persona: name one with --persona")
+        clips = build_clip_renderer(context.settings, context.secrets)
+    return asyncio.run(serve(server, demo=clips, persona=persona))
 
 
-def _persona_avatar(settings: Settings, name: str | None) -> Path | None:
-    from lipcast.wiring import persona_from_settings
-
+def _persona(settings: Settings, name: str | None) -> Persona | None:
     try:
-        return persona_from_settings(settings, name).avatar_path
+        return persona_from_settings(settings, name)
     except PersonaError:
         if name is not None:
             raise
@@ -83,11 +155,14 @@ def _persona_avatar(settings: Settings, name: str | None) -> Path | None:
 async def serve(
     server: OverlayServer,
     *,
-    demo: bool = False,
-    demo_avatar: Path | None = None,
+    demo: ClipRenderer | None = None,
+    persona: Persona | None = None,
     stop: asyncio.Event | None = None,
 ) -> int:
-    """Run ``server`` until ``stop`` is set (or SIGINT / SIGTERM); returns the exit code."""
+    """Run ``server`` until ``stop`` is set (or SIGINT / SIGTERM); returns the exit code.
+
+    With ``demo`` (and ``persona``) the persona says the demo reply whenever a page is open.
+    """
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -98,14 +173,14 @@ async def serve(
     print(f"lipcast overlay on {server.url}")
     print(
         "  OBS: Sources > + > Browser, URL as above, width and height of your clips "
-        "([render] size), tick 'Control audio via OBS'. Ctrl+C stops."
+        "([render] size), tick 'Control audio via OBS'; no chroma key needed. Ctrl+C stops."
     )
     if not server.control_enabled:
         print("  Control (skip, clear, pause) is off: set LIPCAST_OVERLAY_TOKEN to enable it.")
     demo_task = None
-    if demo:
+    if demo is not None and persona is not None:
         demo_task = asyncio.create_task(
-            play_demo(server, avatar=demo_avatar, stop=stop), name="overlay-demo"
+            play_demo(server, demo, persona, stop=stop), name="overlay-demo"
         )
     try:
         await stop.wait()
@@ -114,6 +189,8 @@ async def serve(
             demo_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await demo_task
+        if demo is not None:
+            await demo.tts.aclose()
         await server.stop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
@@ -123,16 +200,17 @@ async def serve(
 
 async def play_demo(
     server: OverlayServer,
+    clips: ClipRenderer,
+    persona: Persona,
     *,
-    avatar: Path | None,
     stop: asyncio.Event,
     pause_s: float = 4.0,
 ) -> None:
-    """Publish the demo reply whenever a page is open and the queue is empty, until ``stop``."""
-    from obs_overlay.demo import demo_reply
-
-    loop = asyncio.get_running_loop()
-    clips = await loop.run_in_executor(None, partial(demo_reply, avatar_path=avatar))
+    """The persona says the demo reply whenever a page is open and the queue is empty, until
+    ``stop``; rendered once, by the real voice and renderer."""
+    lines = await render_lines(
+        clips, persona, [line.format(name=persona.name) for line in DEMO_LINES]
+    )
     run_id = secrets.token_hex(3)  # turn ids must differ from the last run's (pages remember)
     number = 0
     while not stop.is_set():
@@ -142,15 +220,8 @@ async def play_demo(
         number += 1
         turn_id = f"demo-{run_id}-{number}"
         await server.turn_started(turn_id, viewer=DEMO_VIEWER)
-        for seq, clip in enumerate(clips):
-            await server.publish_clip(
-                turn_id=turn_id,
-                seq=seq,
-                mp4=clip.mp4,
-                caption=clip.caption,
-                viewer=DEMO_VIEWER,
-                duration_s=clip.duration_s,
-            )
+        for seq, line in enumerate(lines):
+            await publish_line(server, turn_id=turn_id, seq=seq, line=line, viewer=DEMO_VIEWER)
         await server.turn_ended(turn_id)
         await server.wait_drained()
         with contextlib.suppress(TimeoutError):

@@ -136,7 +136,13 @@ def _write_clip(path: Path, media: bytes) -> None:
 
 
 class OverlaySink(ClipSink):
-    """Shows clips in the OBS overlay; a skip there stops the turn here."""
+    """Shows clips in the OBS overlay; a skip there stops the turn here.
+
+    A sprite persona's clip goes as its speech and timeline, which the page draws live (no
+    MP4 needed); a video renderer's clip goes as its MP4.
+    """
+
+    needs_mp4 = False
 
     def __init__(self, overlay: OverlayServer) -> None:
         self.overlay = overlay
@@ -150,17 +156,24 @@ class OverlaySink(ClipSink):
         await self.overlay.turn_started(turn.turn_id, viewer=turn.viewer_name)
 
     async def clip_ready(self, clip: Clip) -> bool:
+        sprite = bool(clip.timeline) and clip.audio is not None
         clip_id = await self.overlay.publish_clip(
             turn_id=clip.turn.turn_id,
             seq=clip.seq,
-            mp4=clip.media,
             caption=clip.text,
+            mp4=None if sprite else clip.media,
+            audio=clip.audio.to_pcm16() if sprite and clip.audio is not None else None,
+            sample_rate=clip.audio.sample_rate if sprite and clip.audio is not None else None,
+            timeline=clip.timeline if sprite else None,
             viewer=clip.turn.viewer_name,
             duration_s=clip.duration_s,
         )
         return clip_id is not None
 
     async def turn_ended(self, turn: TurnInfo, report: TurnReport) -> None:
+        if report.outcome == "skipped" and report.released:
+            # Skipped while still being produced: its clips already here are never shown.
+            await self.overlay.skip(turn.turn_id)
         await self.overlay.turn_ended(turn.turn_id)
 
     def on_air_turn(self) -> str | None:
@@ -170,7 +183,7 @@ class OverlaySink(ClipSink):
         return await self.overlay.skip()
 
     async def clear_waiting(self) -> int:
-        return await self.overlay.clear()
+        return len(await self.overlay.clear())
 
 
 # -- the command ---------------------------------------------------------------------------
@@ -442,7 +455,11 @@ async def _start_overlay(
 
     try:
         overlay = build_overlay_server(
-            settings, secrets, idle_image=persona.avatar_path, on_playback=on_playback
+            settings,
+            secrets,
+            idle_image=persona.avatar_path,
+            on_playback=on_playback,
+            persona=persona,
         )
         await overlay.start()
     except (LipcastError, PersonaError) as err:

@@ -1,14 +1,24 @@
 /*
  * lipcast overlay page (OBS Browser Source). No build step; protocol in obs_overlay/events.py.
  *
- * Between replies the persona idles (an image that breathes, or a muted loop clip). Each reply
- * clip is fetched as soon as it is announced; while one plays, the next is loaded into the
- * second <video> element, so when the first ends the second starts at once. Clips play strictly
- * in the order received and a (turn_id, seq) is never played twice, even across reconnects and
- * reloads. The connection is re-opened with backoff whenever it drops.
+ * A sprite persona is drawn here, on a transparent canvas, at the display's frame rate: its
+ * layers come from the persona's atlas, and while it talks each frame's mouth comes from the
+ * clip's timeline, in time with the clip's speech played through Web Audio. Between replies it
+ * is the same drawing with the mouth closed: it sways, breathes and blinks on the page's own
+ * continuous clock, so nothing jumps when a reply starts or ends. A sentence's speech is
+ * scheduled to start on the exact audio sample where the previous one ends (no gap).
+ *
+ * Video clips (the wav2lip renderer, or a persona without an atlas) play in two <video>
+ * elements: while one plays, the next is loaded into the other. Between them the idle image
+ * breathes (or a muted loop plays).
+ *
+ * Clips play strictly in the order received and a (turn_id, seq) is never played twice, even
+ * across reconnects and reloads; a reply that could not begin before its deadline is dropped.
+ * The connection is re-opened with backoff whenever it drops.
  *
  * URL options: ?captions=0 hides captions, ?banner=0 hides "answering @viewer" and the queue,
- * ?webaudio=0 lets each clip player use its own audio output (see routeAudio).
+ * ?motion=0 holds the persona's head still, ?webaudio=0 lets each video player use its own
+ * audio output (see routeAudio).
  * window.lipcastOverlay.log holds what happened, measured on the page (used by the tests).
  */
 "use strict";
@@ -24,6 +34,8 @@
 
   const $ = (id) => document.getElementById(id);
   const stage = $("stage");
+  const canvas = $("persona");
+  const paint = canvas.getContext("2d");
   const idleImage = $("idle-image");
   const idleVideo = $("idle-video");
   const players = [$("clip-a"), $("clip-b")];
@@ -68,10 +80,11 @@
 
   // ------------------------------------------------------------------ state
 
-  const options = { captions: true, banner: true, hold_ms: 1500 };
+  const options = { captions: true, banner: true, hold_ms: 1500, motion: true };
   const forced = {};
   if (params.has("captions")) forced.captions = params.get("captions") !== "0";
   if (params.has("banner")) forced.banner = params.get("banner") !== "0";
+  if (params.has("motion")) forced.motion = params.get("motion") !== "0";
 
   const played = new Set(loadPlayed());
   const queue = []; // clips received and not yet started: {clip, key, ids, blobUrl, error}
@@ -79,8 +92,12 @@
   const endedTurns = new Set();
   const cancelledTurns = new Set();
   const blobOf = new Map(); // <video> -> the blob URL it holds
-  let current = null; // {item, video, started}
-  let preloaded = null; // {item, video}
+  let current = null; // {item, video, started} or, for a sprite clip, {item, sprite: true, ...}
+  let preloaded = null; // {item, video}, or a sprite clip scheduled to start at current's end
+  const begunTurns = new Set(); // turns this page has begun to show
+  let audio = null; // the AudioContext every sprite clip (and, routed, every video) sounds through
+  let persona = null; // {image, manifest} of the sprite persona, once its atlas has loaded
+  let blink = { next: 0, started: -1 };
   let paused = false;
   let active = false;
   let holdTimer = null;
@@ -138,18 +155,22 @@
     }
   }
 
-  function showClip(item, video) {
-    for (const player of players) player.classList.toggle("front", player === video);
-    stage.classList.add("active");
-    if (!active) {
-      active = true;
-      record("active");
-    }
+  function showCaption(item) {
     captionText.textContent = item.clip.caption || "";
     caption.classList.toggle("show", options.captions && Boolean(item.clip.caption));
     const viewer = item.clip.viewer;
     bannerViewer.textContent = viewer ? `@${viewer}` : "";
     banner.hidden = !(options.banner && viewer);
+  }
+
+  function showClip(item, video) {
+    for (const player of players) player.classList.toggle("front", player === video);
+    if (video) stage.classList.add("active");
+    if (!active) {
+      active = true;
+      record("active");
+    }
+    showCaption(item);
   }
 
   function goIdle() {
@@ -168,6 +189,104 @@
   function showQueue(waiting) {
     queueBadge.textContent = waiting === 1 ? "1 more waiting" : `${waiting} more waiting`;
     queueBadge.hidden = !(options.banner && waiting > 0);
+  }
+
+  // ------------------------------------------------------------------ the sprite persona
+
+  function setPersona(info) {
+    if (!info) {
+      persona = null;
+      stage.classList.remove("sprite");
+      return;
+    }
+    const image = new Image();
+    image.addEventListener("load", () => {
+      persona = { image, manifest: info.manifest };
+      canvas.width = info.manifest.size;
+      canvas.height = info.manifest.size;
+      stage.classList.add("sprite");
+      record("persona", { size: info.manifest.size });
+    });
+    image.addEventListener("error", () => record("persona-failed", { url: info.atlas }));
+    image.src = info.atlas;
+  }
+
+  function blinkClosure(now, manifest) {
+    const motion = manifest.motion;
+    const frameS = 1 / manifest.fps;
+    if (blink.next === 0) blink.next = now + 0.8 + Math.random() * 1.7;
+    if (now >= blink.next) {
+      blink.started = blink.next;
+      const [low, high] = motion.blink_interval_s;
+      blink.next += low + Math.random() * (high - low);
+      if (blink.next < now) blink.next = now + low;
+    }
+    if (blink.started < 0) return 0;
+    const index = Math.floor((now - blink.started) / frameS);
+    return index >= 0 && index < motion.blink_closure.length ? motion.blink_closure[index] : 0;
+  }
+
+  // The mouth in this display frame: from the timeline of the sprite clip sounding now.
+  function mouthNow() {
+    if (!current || !current.sprite || !audio) return null;
+    const t = audio.currentTime - current.startAt;
+    if (t < 0) return null;
+    const timeline = current.item.clip.timeline;
+    const index = Math.floor(t * timeline.fps);
+    if (index >= timeline.levels.length) return null;
+    return {
+      index,
+      viseme: Number(timeline.visemes[index]),
+      level: timeline.levels[index],
+      openness: timeline.openness ? timeline.openness[index] : 0,
+    };
+  }
+
+  function draw(nowMs) {
+    requestAnimationFrame(draw);
+    if (current && current.sprite) promote();
+    if (!persona) return;
+    const manifest = persona.manifest;
+    const motion = manifest.motion;
+    const now = nowMs / 1000;
+    const mouth = mouthNow();
+    const scale = manifest.size / 512;
+    let dx = 0;
+    let dy = 0;
+    let angle = 0;
+    if (options.motion) {
+      const [sideways, updown, tilt] = motion.periods_s;
+      dx = motion.sway_px * scale * Math.sin((2 * Math.PI * now) / sideways);
+      dy = motion.sway_px * scale * 0.7 * Math.sin((2 * Math.PI * now) / updown + 1.0);
+      dy += motion.nod_px * scale * (mouth ? mouth.openness : 0);
+      angle = motion.tilt_deg * Math.sin((2 * Math.PI * now) / tilt + 0.5);
+    }
+    const [px, py] = manifest.pivot;
+    paint.setTransform(1, 0, 0, 1, 0, 0);
+    paint.clearRect(0, 0, canvas.width, canvas.height);
+    paint.translate(px + dx, py + dy);
+    paint.rotate((-angle * Math.PI) / 180);
+    paint.translate(-px, -py);
+    const atlas = persona.image;
+    const [bx, by, bw, bh] = manifest.base;
+    paint.drawImage(atlas, bx, by, bw, bh, 0, 0, bw, bh);
+    const viseme = manifest.visemes[mouth ? mouth.viseme : 0];
+    const [mx, my, mw, mh] = manifest.mouths[viseme][mouth ? mouth.level : 0];
+    paint.drawImage(atlas, mx, my, mw, mh, manifest.mouth_at[0], manifest.mouth_at[1], mw, mh);
+    const lid = blinkClosure(now, manifest);
+    const lidKey = lid > 0 ? Object.keys(manifest.eyelids).find((k) => Math.abs(Number(k) - lid) < 1e-6) : null;
+    if (lidKey) {
+      const [lx, ly, lw, lh] = manifest.eyelids[lidKey];
+      for (const [ex, ey] of manifest.eyelids_at) paint.drawImage(atlas, lx, ly, lw, lh, ex, ey, lw, lh);
+    }
+    if (mouth && current && !current.drawn) {
+      // The first frame of this clip on screen ("first clip shown" is measured here).
+      current.drawn = true;
+      record("first-frame", {
+        clip_id: current.item.clip.clip_id,
+        wall: performance.timeOrigin + performance.now(),
+      });
+    }
   }
 
   // ------------------------------------------------------------------ playback
@@ -192,10 +311,12 @@
 
   // A player that is neither playing nor showing the last frame of the clip that just ended.
   function freePlayer() {
-    const busy = current ? current.video : null;
+    const busy = current && !current.sprite ? current.video : null;
     return players.find((p) => p !== busy && !p.classList.contains("front"))
       || players.find((p) => p !== busy);
   }
+
+  const isReady = (item) => Boolean(item.blobUrl || item.buffer);
 
   function dropItem(item, type, reason) {
     byKey.delete(item.key);
@@ -206,32 +327,67 @@
     record(type, { clip_id: item.clip.clip_id, turn_id: item.clip.turn_id, seq: item.clip.seq, reason });
   }
 
+  // A reply that has not begun on this page and whose deadline passed is never shown.
+  function expired(item) {
+    const turn = item.clip.turn_id;
+    if (begunTurns.has(turn) || item.expiresAt === null) return false;
+    if (performance.now() <= item.expiresAt) return false;
+    cancelledTurns.add(turn);
+    return true;
+  }
+
   function pump() {
     if (paused) return;
-    while (queue.length && (queue[0].error || cancelledTurns.has(queue[0].clip.turn_id))) {
+    while (queue.length && (queue[0].error || cancelledTurns.has(queue[0].clip.turn_id)
+      || (!current && isReady(queue[0]) && expired(queue[0])))) {
       const item = queue.shift();
-      dropItem(item, item.error ? "failed" : "skipped", item.error || "");
+      const why = item.error ? "failed" : "skipped";
+      dropItem(item, why, item.error || (cancelledTurns.has(item.clip.turn_id) ? "" : "expired"));
     }
     if (!current) {
-      if (queue.length && queue[0].blobUrl) startNext();
+      if (queue.length && isReady(queue[0])) startNext();
       else if (!queue.length && !holdTimer) goIdle();
       return;
     }
-    // Preload once the current clip shows: until then the other player shows the last frame.
-    if (!preloaded && current.started && queue.length && queue[0].blobUrl) {
+    if (preloaded || !current.started || !queue.length || !isReady(queue[0])) return;
+    const next = queue[0];
+    if (current.sprite && next.buffer) {
+      // Sound the next sentence from the very sample where this one ends: no gap at all.
+      queue.shift();
+      preloaded = { item: next, sprite: true, ...schedule(next, current.endAt) };
+    } else if (!current.sprite && next.blobUrl) {
+      // Preload once the current clip shows: until then the other player shows the last frame.
       const video = freePlayer();
-      load(video, queue[0]);
-      preloaded = { item: queue[0], video };
+      load(video, next);
+      preloaded = { item: next, video };
     }
   }
 
+  function schedule(item, at) {
+    const source = audio.createBufferSource();
+    source.buffer = item.buffer;
+    source.connect(audio.destination);
+    const startAt = Math.max(at, audio.currentTime + 0.005);
+    source.start(startAt);
+    source.addEventListener("ended", () => onSpriteEnded(item));
+    return { source, startAt, endAt: startAt + item.buffer.duration, started: false, drawn: false };
+  }
+
   function startNext() {
-    const item = queue.shift();
+    const item = queue[0];
+    if (item.buffer) {
+      queue.shift();
+      clearTimeout(holdTimer);
+      holdTimer = null;
+      current = { item, sprite: true, ...schedule(item, audio.currentTime + 0.01) };
+      return;
+    }
+    queue.shift();
     let video;
     if (preloaded && preloaded.item === item) {
       video = preloaded.video;
     } else {
-      if (preloaded) unload(preloaded.video);
+      if (preloaded && preloaded.video) unload(preloaded.video);
       video = freePlayer();
       load(video, item);
     }
@@ -249,6 +405,7 @@
             at,
             mediaTime: frame.mediaTime,
             timelineStart: at - frame.mediaTime * 1000,
+            wall: performance.timeOrigin + at,
           });
         }
       });
@@ -263,21 +420,90 @@
     });
   }
 
+  function began(item, fields) {
+    begunTurns.add(item.clip.turn_id);
+    markPlayed(item.key);
+    report(item, "started");
+    record("play", Object.assign({
+      clip_id: item.clip.clip_id,
+      turn_id: item.clip.turn_id,
+      seq: item.clip.seq,
+      caption: captionText.textContent,
+    }, fields));
+  }
+
+  // Called every display frame while a sprite clip is current: when its speech has begun,
+  // show its caption and report it; when the next one's has, it becomes current.
+  function promote() {
+    if (preloaded && preloaded.sprite && audio.currentTime >= preloaded.startAt) {
+      const previous = current;
+      current = preloaded;
+      preloaded = null;
+      finishSprite(previous);
+    }
+    if (!current.started && audio.currentTime >= current.startAt) {
+      current.started = true;
+      showClip(current.item, null);
+      began(current.item, { kind: "sprite", audioStart: current.startAt });
+      pump();
+    }
+  }
+
+  function finishSprite(done) {
+    byKey.delete(done.item.key);
+    report(done.item, "ended");
+    record("ended", {
+      clip_id: done.item.clip.clip_id,
+      turn_id: done.item.clip.turn_id,
+      seq: done.item.clip.seq,
+      kind: "sprite",
+      audioStart: done.startAt,
+      audioEnd: done.endAt,
+      hasAudio: true,
+      audioBytes: done.item.bytes,
+    });
+  }
+
+  function onSpriteEnded(item) {
+    if (!current || current.item !== item) return;
+    if (preloaded && preloaded.sprite) {
+      promote();
+      return;
+    }
+    const done = current;
+    current = null;
+    finishSprite(done);
+    afterClip(item);
+  }
+
+  // A clip ended and nothing follows at once: hold the caption for the reply's next sentence,
+  // or go idle.
+  function afterClip(item) {
+    if (!paused && queue.length && isReady(queue[0])) {
+      pump();
+      return;
+    }
+    const turn = item.clip.turn_id;
+    if (queue.length || (!endedTurns.has(turn) && !cancelledTurns.has(turn))) {
+      record("hold", { turn_id: turn });
+      clearTimeout(holdTimer);
+      holdTimer = setTimeout(() => {
+        holdTimer = null;
+        goIdle();
+      }, options.hold_ms);
+      pump();
+    } else {
+      goIdle();
+    }
+  }
+
   function onPlaying(event) {
     const video = event.target;
     if (!current || current.video !== video || current.started) return;
     current.started = true;
     const item = current.item;
     showClip(item, video);
-    markPlayed(item.key);
-    report(item, "started");
-    record("play", {
-      clip_id: item.clip.clip_id,
-      turn_id: item.clip.turn_id,
-      seq: item.clip.seq,
-      caption: captionText.textContent,
-      player: video.id,
-    });
+    began(item, { kind: "video", player: video.id });
     // The other player now holds nothing worth keeping: load the next clip into it.
     pump();
   }
@@ -290,31 +516,20 @@
     const item = current.item;
     current = null;
     // Start the next clip before any bookkeeping: the gap between clips is what viewers notice.
-    const next = !paused && queue.length && queue[0].blobUrl ? queue[0] : null;
+    const next = !paused && queue.length && isReady(queue[0]) ? queue[0] : null;
     if (next) startNext();
     record("ended", Object.assign({
       t: endedAt,
       clip_id: item.clip.clip_id,
       turn_id: item.clip.turn_id,
       seq: item.clip.seq,
+      kind: "video",
       player: video.id,
     }, facts));
     byKey.delete(item.key);
     report(item, "ended");
     if (next) return;
-    const turn = item.clip.turn_id;
-    if (queue.length || (!endedTurns.has(turn) && !cancelledTurns.has(turn))) {
-      // More of this reply is coming: hold the last frame rather than flash to idle.
-      record("hold", { turn_id: turn });
-      clearTimeout(holdTimer);
-      holdTimer = setTimeout(() => {
-        holdTimer = null;
-        goIdle();
-      }, options.hold_ms);
-      pump();
-    } else {
-      goIdle();
-    }
+    afterClip(item);
   }
 
   // Once per clip, when it has played 0.1 s: the moment its media clock (the audio clock while
@@ -348,20 +563,37 @@
     player.addEventListener("error", onError);
   }
 
-  function stopCurrent(type) {
-    if (!current) return;
-    const { item, video } = current;
-    current = null;
-    unload(video);
-    dropItem(item, type, "");
+  function silence(entry) {
+    if (entry.sprite) {
+      try {
+        entry.source.stop();
+      } catch (err) {
+        /* not started yet, or already stopped */
+      }
+      entry.source.disconnect();
+    } else {
+      unload(entry.video);
+    }
   }
 
   function dropTurn(turnId) {
     cancelledTurns.add(turnId);
-    if (current && current.item.clip.turn_id === turnId) stopCurrent("skipped");
     if (preloaded && preloaded.item.clip.turn_id === turnId) {
-      unload(preloaded.video);
+      silence(preloaded);
+      if (preloaded.sprite) dropItem(preloaded.item, "skipped", "");
       preloaded = null;
+    }
+    if (current && current.item.clip.turn_id === turnId) {
+      const { item } = current;
+      silence(current);
+      current = null;
+      dropItem(item, "skipped", "");
+      if (preloaded && preloaded.sprite) {
+        // It was to start where the skipped clip would have ended: start it now instead.
+        silence(preloaded);
+        queue.unshift(preloaded.item);
+        preloaded = null;
+      }
     }
     for (let i = queue.length - 1; i >= 0; i -= 1) {
       if (queue[i].clip.turn_id === turnId) dropItem(queue.splice(i, 1)[0], "skipped", "");
@@ -369,6 +601,14 @@
   }
 
   // ------------------------------------------------------------------ events
+
+  function pcmBuffer(data, rate) {
+    const pcm = new Int16Array(data, 0, Math.floor(data.byteLength / 2));
+    const buffer = audio.createBuffer(1, pcm.length, rate);
+    const samples = buffer.getChannelData(0);
+    for (let i = 0; i < pcm.length; i += 1) samples[i] = pcm[i] / 32768;
+    return buffer;
+  }
 
   function onClip(clip) {
     const key = keyOf(clip);
@@ -389,17 +629,30 @@
       send({ type: "skipped", clip_id: clip.clip_id });
       return;
     }
-    const item = { clip, key, ids: [clip.clip_id], blobUrl: null, error: null };
+    const expiresAt = typeof clip.expires_in_ms === "number"
+      ? performance.now() + clip.expires_in_ms : null;
+    const item = { clip, key, ids: [clip.clip_id], blobUrl: null, buffer: null, error: null, expiresAt };
     byKey.set(key, item);
     queue.push(item);
     record("received", { clip_id: clip.clip_id, turn_id: clip.turn_id, seq: clip.seq });
-    fetch(clip.url, { cache: "no-store" })
+    const sprite = clip.kind === "sprite";
+    if (sprite && !audio) {
+      item.error = "no Web Audio on this page: sprite clips cannot sound";
+      pump();
+      return;
+    }
+    fetch(sprite ? clip.audio_url : clip.url, { cache: "no-store" })
       .then((response) => {
         if (!response.ok) throw new Error(`HTTP ${response.status}`);
-        return response.blob();
+        return sprite ? response.arrayBuffer() : response.blob();
       })
-      .then((blob) => {
-        item.blobUrl = URL.createObjectURL(blob);
+      .then((body) => {
+        if (sprite) {
+          item.bytes = body.byteLength;
+          item.buffer = pcmBuffer(body, clip.sample_rate);
+        } else {
+          item.blobUrl = URL.createObjectURL(body);
+        }
       })
       .catch((err) => {
         item.error = `fetch failed: ${err.message || err}`;
@@ -420,10 +673,13 @@
     if (paused === value) return;
     paused = value;
     record(value ? "pause" : "resume");
+    // Sprite clips (and their scheduled successors) hold with the audio clock itself.
+    if (audio) (paused ? audio.suspend() : audio.resume()).catch(() => {});
     if (!current) {
       if (!paused) pump();
       return;
     }
+    if (current.sprite) return;
     if (paused) current.video.pause();
     else current.video.play().catch(() => {});
   }
@@ -441,12 +697,14 @@
     }
     applyOptions(message.options);
     setIdle(message.idle || {});
+    setPersona(message.persona || null);
     setPaused(Boolean(message.paused));
     record("hello", { instance: message.instance });
   }
 
   const handlers = {
     hello: onHello,
+    persona: (m) => setPersona({ atlas: m.atlas, manifest: m.manifest }),
     clip: onClip,
     turn_started: (m) => record("turn_started", { turn_id: m.turn_id, viewer: m.viewer }),
     turn_ended: (m) => {
@@ -456,17 +714,15 @@
       if (!current && holdTimer && !queue.length) goIdle();
     },
     skip: (m) => {
-      const turnId = m.turn_id || (current ? current.item.clip.turn_id : null);
-      record("skip", { turn_id: turnId });
-      if (turnId !== null) dropTurn(turnId);
+      record("skip", { turn_id: m.turn_id, reason: m.reason });
+      if (m.turn_id) dropTurn(m.turn_id);
       pump();
+      if (!current) goIdle();
     },
-    clear: () => {
-      record("clear");
-      const turns = new Set(queue.map((item) => item.clip.turn_id));
-      if (current) turns.add(current.item.clip.turn_id);
-      for (const turnId of turns) dropTurn(turnId);
-      goIdle();
+    clear: (m) => {
+      record("clear", { turn_ids: m.turn_ids });
+      for (const turnId of m.turn_ids || []) dropTurn(turnId);
+      pump();
     },
     pause: () => setPaused(true),
     resume: () => setPaused(false),
@@ -513,37 +769,39 @@
       queued: queue.length,
       current: current ? current.item.clip.clip_id : null,
       played: played.size,
+      persona: Boolean(persona),
+      audio: audio ? audio.state : null,
     }),
   };
 
-  // Route the clip players' sound through one always-running AudioContext: a <video> that
-  // starts playing then needs no audio output of its own, which in Chromium takes 40-80 ms to
-  // open (a gap between sentences). Where the context may not run (no autoplay permission in
-  // an ordinary browser tab) the players keep their own output, so they are never silenced.
+  // One always-running AudioContext: sprite clips are scheduled on its clock, sample-exact, and
+  // the video players' sound is routed through it so that a <video> that starts playing needs
+  // no audio output of its own, which in Chromium takes 40-80 ms to open (a gap between
+  // sentences). In an ordinary browser tab without autoplay permission the context starts on
+  // the first click; the video players then keep their own output, so they are never silenced.
   async function routeAudio() {
-    let context = null;
-    if (params.get("webaudio") === "0") {
+    try {
+      audio = new AudioContext({ latencyHint: "interactive" });
+    } catch (err) {
       record("audio-route", { route: "element" });
       return;
     }
-    try {
-      context = new AudioContext({ latencyHint: "interactive" });
-      if (context.state !== "running") {
-        await Promise.race([context.resume(), new Promise((done) => setTimeout(done, 500))]);
-      }
-      if (context.state === "running") {
-        for (const player of players) {
-          context.createMediaElementSource(player).connect(context.destination);
-        }
-        record("audio-route", { route: "webaudio", baseLatency: context.baseLatency });
-        return;
-      }
-    } catch (err) {
-      /* no Web Audio: the players' own output is fine */
+    if (audio.state !== "running") {
+      await Promise.race([audio.resume(), new Promise((done) => setTimeout(done, 500))]);
     }
-    if (context) context.close().catch(() => {});
-    record("audio-route", { route: "element" });
+    if (audio.state !== "running") {
+      document.addEventListener("click", () => audio.resume().catch(() => {}));
+    }
+    if (params.get("webaudio") === "0" || audio.state !== "running") {
+      record("audio-route", { route: "element", context: audio.state });
+      return;
+    }
+    for (const player of players) {
+      audio.createMediaElementSource(player).connect(audio.destination);
+    }
+    record("audio-route", { route: "webaudio", baseLatency: audio.baseLatency });
   }
 
+  requestAnimationFrame(draw);
   routeAudio().finally(connect);
 })();

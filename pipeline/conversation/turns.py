@@ -168,6 +168,10 @@ class TurnReport:
 class ClipSink(abc.ABC):
     """Where released clips go (the overlay, a folder, chat). Calls come in turn order."""
 
+    # Whether this sink needs each clip as an MP4 (a file, an attachment); when no sink does,
+    # a sprite persona's jobs come back as speech and timeline only, with no video encoded.
+    needs_mp4: bool = True
+
     @property
     def shows_clips(self) -> bool:
         """The sink shows clips to viewers and reports when each starts (the overlay): the
@@ -856,6 +860,7 @@ class _TurnRun:
             priority=_job_priority(report.utterance.priority, seq),
             created_at=now,
             deadline=deadline,
+            mp4=any(sink.needs_mp4 for sink in c.sinks),
         )
         try:
             stream = await c.queue.submit(job)
