@@ -1,13 +1,17 @@
-"""The overlay end to end: a real headless Chromium plays real clips from the real server.
+"""The overlay end to end: a real headless Chromium plays the product's own clips.
 
-What is asserted is read from the page: its playback log records the times of the media
-elements' ``playing`` and ``ended`` events, the audio bytes Chromium decoded and the captions
-as the DOM showed them.
+The clips are made by the product's own parts: the built-in persona's eSpeak voice, the
+sprite's timeline and layer atlas, and for the video path the sprite renderer's H.264 MP4s.
+What is asserted is read from the page: its playback log records when each sentence's speech
+was scheduled to start and end on the audio clock, what the canvas drew, the captions as the
+DOM showed them, and the page's own reports. Screenshots go to a temporary folder only.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import io
 import os
 import shutil
 import tempfile
@@ -16,19 +20,22 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import numpy as np
 import pytest
 from PIL import Image
 
-from obs_overlay.demo import DemoClip, encode_demo_clip
+from lipcast.commands.overlay import OverlayLine, publish_line, render_lines
+from lipcast.config import Settings, load_secrets, parse_settings
+from lipcast.wiring import build_clip_renderer, persona_atlas, persona_from_settings
+from lipsync.atlas import Atlas
 from obs_overlay.events import PageOptions, PlaybackReport
 from obs_overlay.server import OverlayServer
 
 pytestmark = pytest.mark.browser
 
 REPO = Path(__file__).resolve().parent.parent
-OUTPUT = REPO / "test-output"
-DOCS_SCREENSHOT = REPO / "docs" / "overlay.png"
-MAX_GAP_MS = 100.0
+MAX_VIDEO_GAP_MS = 100.0
+MAX_SENTENCE_GAP_MS = 20.0
 CHROMIUM_ARGS = [
     "--autoplay-policy=no-user-gesture-required",
     "--no-sandbox",
@@ -38,10 +45,10 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-CAPTIONS = (
+LINES = (
     "Hey Ada, good question!",
-    "The overlay plays each sentence as its own clip.",
-    "And then it goes back to idling.",
+    "I draw every sentence live, in time with my voice.",
+    "And then I go back to idling.",
 )
 TOKEN = "test-overlay-token-5b1e"
 
@@ -65,32 +72,35 @@ def _chromium() -> str:
     return path
 
 
-def _idle_image() -> Path:
-    """The built-in persona's avatar when it exists, else the test face."""
-    avatar = REPO / "personas" / "cohost" / "avatar.png"
-    return avatar if avatar.is_file() else REPO / "tests" / "assets" / "face-astronaut.png"
+class Product:
+    """The built-in persona's clips and atlas, made once by the product's own parts."""
+
+    def __init__(self) -> None:
+        self.settings: Settings = parse_settings({"render": {"size": 256}}, source="test")
+        self.persona = persona_from_settings(self.settings, "cohost")
+        atlas = persona_atlas(self.settings, self.persona)
+        assert isinstance(atlas, Atlas)
+        self.atlas = atlas
+        self.sprite, self.video, self.long = asyncio.run(self._render())
+
+    async def _render(self) -> tuple[list[OverlayLine], list[OverlayLine], list[OverlayLine]]:
+        clips = build_clip_renderer(self.settings, load_secrets(None))
+        try:
+            sprite = await render_lines(clips, self.persona, LINES)
+            video = await render_lines(clips, self.persona, LINES[:2], video=True)
+            long = await render_lines(
+                clips,
+                self.persona,
+                [f"This is sentence {n}, long enough to be cut short by a skip." for n in (1, 2)],
+            )
+        finally:
+            await clips.tts.aclose()
+        return sprite, video, long
 
 
 @pytest.fixture(scope="module")
-def clips() -> list[DemoClip]:
-    """Three clips of one reply (the second one fragmented MP4) and one for after the restart."""
-    avatar = _idle_image()
-    made = [
-        encode_demo_clip(
-            index, caption=caption, avatar_path=avatar, duration_s=1.0, fragmented=index == 1
-        )
-        for index, caption in enumerate(CAPTIONS)
-    ]
-    made.append(
-        encode_demo_clip(
-            3,
-            caption="Back after a restart, without repeating myself.",
-            avatar_path=avatar,
-            duration_s=1.6,
-            size=384,
-        )
-    )
-    return made
+def product() -> Product:
+    return Product()
 
 
 @pytest.fixture
@@ -110,7 +120,7 @@ async def browser_page(user_data_dir: str) -> AsyncIterator[Any]:
             executable_path=executable,
             args=CHROMIUM_ARGS,
             headless=True,
-            viewport={"width": 640, "height": 480},
+            viewport={"width": 480, "height": 360},
         )
         page = context.pages[0] if context.pages else await context.new_page()
         errors: list[str] = []
@@ -165,22 +175,21 @@ SHOWING_CLIP = """() => {
 
 
 async def _publish_turn(
-    server: OverlayServer, turn_id: str, clips: list[DemoClip], viewer: str = "ada"
+    server: OverlayServer,
+    turn_id: str,
+    lines: list[OverlayLine],
+    viewer: str = "ada",
+    *,
+    end: bool = True,
 ) -> list[str]:
     await server.turn_started(turn_id, viewer=viewer)
     ids = []
-    for seq, clip in enumerate(clips):
-        clip_id = await server.publish_clip(
-            turn_id=turn_id,
-            seq=seq,
-            mp4=clip.mp4,
-            caption=clip.caption,
-            viewer=viewer,
-            duration_s=clip.duration_s,
-        )
+    for seq, line in enumerate(lines):
+        clip_id = await publish_line(server, turn_id=turn_id, seq=seq, line=line, viewer=viewer)
         assert clip_id is not None
         ids.append(clip_id)
-    await server.turn_ended(turn_id)
+    if end:
+        await server.turn_ended(turn_id)
     return ids
 
 
@@ -188,108 +197,195 @@ def _rounded(values: list[float]) -> list[float]:
     return [round(value, 1) for value in values]
 
 
-def _save_screenshot(png: bytes, name: str) -> Path:
-    OUTPUT.mkdir(exist_ok=True)
-    path = OUTPUT / name
-    path.write_bytes(png)
-    return path
+def _rgba(png: bytes) -> np.ndarray:
+    with Image.open(io.BytesIO(png)) as shot:
+        return np.asarray(shot.convert("RGBA"), dtype=np.int16)
 
 
-async def test_overlay_plays_a_turn_gaplessly_and_recovers_after_restart(
-    browser_page: Any, clips: list[DemoClip]
+PERSONA_SHOWN = "() => window.lipcastOverlay && window.lipcastOverlay.state().persona"
+
+
+async def _screenshot(page: Any, folder: Path, name: str) -> np.ndarray:
+    """The page as OBS composites it (saved), and what its canvas holds (returned).
+
+    The persona is compared on the canvas itself: the caption and banner drawn over it while
+    it talks are page furniture, not the persona.
+    """
+    png = await page.screenshot(omit_background=True)
+    (folder / name).write_bytes(png)
+    data = await page.evaluate("() => document.getElementById('persona').toDataURL('image/png')")
+    return _rgba(base64.b64decode(data.split(",", 1)[1]))
+
+
+def _outside_face(shot: np.ndarray, atlas: Atlas) -> np.ndarray:
+    """The canvas's pixels that are not the persona's mouth or eyes (a boolean mask)."""
+    mask = np.ones(shot.shape[:2], bool)
+    regions = atlas.manifest["regions"]
+    for x, y, w, h in [regions["mouth"], *regions["eyes"]]:
+        mask[max(0, y - 4) : y + h + 4, max(0, x - 4) : x + w + 4] = False
+    return mask
+
+
+async def test_the_page_draws_the_persona_idle_then_three_sentences_then_idle(
+    browser_page: Any, product: Product, tmp_path: Path
 ) -> None:
     page = browser_page
     reports: list[PlaybackReport] = []
-    server = OverlayServer(port=0, idle_image=_idle_image(), on_playback=reports.append)
+    async with OverlayServer(port=0, atlas=product.atlas, on_playback=reports.append) as server:
+        await page.goto(f"{server.url}?motion=0")
+        await _wait_count(page, "hello", 1)
+        await page.wait_for_function(PERSONA_SHOWN, timeout=5000)
+        await page.wait_for_timeout(100)
+        idle = await _screenshot(page, tmp_path, "0-idle.png")
+        shot = _rgba((tmp_path / "0-idle.png").read_bytes())
+        # Transparent around the persona: OBS shows the scene there, no chroma key needed.
+        assert shot[2, 2, 3] == 0 and shot[-3, 2, 3] == 0
+        assert shot[shot.shape[0] // 2, shot.shape[1] // 2, 3] == 255
+
+        ids = await _publish_turn(server, "turn-1", product.sprite)
+        talking = []
+        for number in (1, 2, 3):
+            await _wait_count(page, "play", number)
+            await page.wait_for_timeout(250)
+            talking.append(await _screenshot(page, tmp_path, f"{number}-sentence.png"))
+        await _wait_count(page, "ended", 3)
+        await _wait_count(page, "idle", 1)
+        after = await _screenshot(page, tmp_path, "4-idle.png")
+
+        plays, ends = await _log(page, "play"), await _log(page, "ended")
+        assert [p["clip_id"] for p in plays] == ids, "sentences did not play once each, in order"
+        assert [e["clip_id"] for e in ends] == ids
+        captions = await _log(page, "caption")
+        gaps_ms = []
+        for index, (play, end, line) in enumerate(zip(plays, ends, product.sprite, strict=True)):
+            assert play["caption"] == line.caption and play["kind"] == "sprite"
+            assert end["audioBytes"] == len(line.audio or b"")
+            played_s = end["audioEnd"] - end["audioStart"]
+            assert played_s == pytest.approx(line.duration_s, abs=0.01)
+            # Drawn at the display's rate while it spoke, its mouth opening with the voice.
+            assert end["framesDrawn"] >= line.duration_s * 20
+            assert end["maxLevel"] >= 6
+            shown = [c for c in captions if play["t"] - 50 <= c["t"] <= end["t"] and c["text"]]
+            assert shown and all(c["text"] == line.caption for c in shown)
+            if index:
+                gaps_ms.append((play["audioStart"] - ends[index - 1]["audioEnd"]) * 1000)
+        print(f"gaps between sentences on the audio clock (ms): {_rounded(gaps_ms)}")
+        assert all(0 <= gap <= MAX_SENTENCE_GAP_MS for gap in gaps_ms), gaps_ms
+        assert [(r.kind, r.seq) for r in reports] == [
+            (kind, seq) for seq in range(3) for kind in ("started", "ended")
+        ]
+        assert await drained(server, 2)
+        assert server.queue_length == 0 and server.replies_waiting == 0
+
+    # Idle before and after is the same drawing; talking differs from it only in the face.
+    outside = _outside_face(idle, product.atlas)
+    assert np.abs(after - idle)[outside].mean() <= 1.0
+    for shot in talking:
+        assert np.abs(shot - idle)[outside].mean() <= 2.0
+        assert shot[2, 2, 3] == 0, "the background stayed transparent while talking"
+    assert any(np.abs(shot - idle)[~outside].mean() > 1.0 for shot in talking), "no mouth moved"
+
+
+async def test_skip_and_clear_act_on_the_reply_on_air_while_the_next_one_renders(
+    browser_page: Any, product: Product
+) -> None:
+    page = browser_page
+    options = PageOptions(hold_ms=300)
+    async with OverlayServer(
+        port=0, control_token=TOKEN, options=options, atlas=product.atlas
+    ) as server:
+        await page.goto(server.url)
+        await _wait_count(page, "hello", 1)
+        await page.wait_for_function(PERSONA_SHOWN, timeout=5000)
+
+        # Skip: the reply on air stops at once; the one rendered meanwhile plays next, whole.
+        await _publish_turn(server, "skip-me", product.long, end=False)
+        await _wait_count(page, "play", 1)
+        after = await _publish_turn(server, "after-skip", product.sprite[:1], viewer="bob")
+        assert server.on_air == "skip-me"
+        await _control(server, "skip")
+        await _wait_count(page, "play", 2)
+        plays = await _log(page, "play")
+        assert [p["turn_id"] for p in plays] == ["skip-me", "after-skip"]
+        assert plays[1]["t"] - plays[0]["t"] < 1500, "skip did not cut the sentence short"
+        await _wait_count(page, "ended", 1)
+        assert (await _log(page, "ended"))[-1]["clip_id"] == after[0]
+        assert await drained(server, 3)
+        assert await server.publish_clip(turn_id="skip-me", seq=5, mp4=b"x", caption="") is None
+
+        # Clear while a reply is on air: the waiting one goes, the one on air plays to its end.
+        on_air = await _publish_turn(server, "keep-me", product.long[:1])
+        await _wait_count(page, "play", 3)
+        await _publish_turn(server, "waiting", product.sprite[:1], viewer="eve")
+        await _control(server, "clear")
+        await _wait_count(page, "ended", 2)
+        await _wait_count(page, "idle", 2)
+        await page.wait_for_timeout(300)
+        assert [p["turn_id"] for p in await _log(page, "play")][-1] == "keep-me"
+        assert (await _log(page, "ended"))[-1]["clip_id"] == on_air[0]
+        assert server.queue_length == 0 and server.is_cancelled("waiting")
+
+        # Pause holds the persona's speech where it is; resume carries on from there.
+        await _publish_turn(server, "pause-me", product.long[:1])
+        await _wait_count(page, "play", 4)
+        await _control(server, "pause")
+        await _wait_count(page, "pause", 1)
+        clock = "() => window.lipcastOverlay.state().audio"
+        assert await page.evaluate(clock) == "suspended"
+        await page.wait_for_timeout(400)
+        await _control(server, "resume")
+        await _wait_count(page, "ended", 3)
+        ended = (await _log(page, "ended"))[-1]
+        assert ended["turn_id"] == "pause-me"
+        pauses = await _log(page, "pause"), await _log(page, "resume")
+        wall_s = (ended["t"] - (await _log(page, "play"))[-1]["t"]) / 1000
+        held_s = (pauses[1][-1]["t"] - pauses[0][-1]["t"]) / 1000
+        assert wall_s == pytest.approx(product.long[0].duration_s + held_s, abs=0.3)
+
+
+async def test_video_clips_play_gaplessly_and_recover_after_restart(
+    browser_page: Any, product: Product
+) -> None:
+    """A video renderer's clips (here the sprite renderer's own MP4s) without an atlas."""
+    page = browser_page
+    idle_image = product.persona.avatar_path
+    server = OverlayServer(port=0, idle_image=idle_image)
     await server.start()
     port = server.port
     try:
         await page.goto(server.url)
         await _wait_count(page, "hello", 1)
         await page.wait_for_function(IDLE_SHOWN, timeout=5000)
-        idle_png = await page.screenshot(omit_background=True)
-        _save_screenshot(idle_png, "overlay-idle.png")
-
-        turn_clips = clips[:3]
-        clip_ids = await _publish_turn(server, "turn-1", turn_clips)
+        clip_ids = await _publish_turn(server, "turn-1", product.video)
         await page.wait_for_function(SHOWING_CLIP, timeout=5000)
-        await _wait_count(page, "ended", 3)
+        await _wait_count(page, "ended", 2)
         await page.wait_for_function(IDLE_SHOWN, timeout=5000)
-
         plays, ends = await _log(page, "play"), await _log(page, "ended")
-        assert [p["clip_id"] for p in plays] == clip_ids, "clips did not play once each, in order"
-        assert [e["clip_id"] for e in ends] == clip_ids
-        captions = await _log(page, "caption")
-        gaps = []
-        for index, (play, end, clip) in enumerate(zip(plays, ends, turn_clips, strict=True)):
-            assert play["caption"] == clip.caption
-            assert end["hasAudio"] and end["audioBytes"] > 0, f"clip {index} played no audio"
-            assert end["videoFrames"] > 0
-            played_s = (end["t"] - play["t"]) / 1000
-            assert played_s == pytest.approx(clip.duration_s, abs=0.25), "not played in real time"
-            # The caption the DOM showed while this clip played was this clip's.
-            shown = [c for c in captions if play["t"] - 50 <= c["t"] <= end["t"] and c["text"]]
-            assert shown and all(c["text"] == clip.caption for c in shown)
-            if index:
-                gaps.append(play["t"] - ends[index - 1]["t"])
-        # Two measures of the gap between a clip's end and the next clip's start, both taken
-        # on the page: the media elements' events, and the next clip's media clock (audio
-        # clock) extrapolated back to its time 0 from a timeupdate after 0.1 s of playback.
-        clocks = {c["clip_id"]: c["start"] for c in await _log(page, "clock")}
-        clock_gaps = [clocks[clip_ids[i]] - ends[i - 1]["t"] for i in (1, 2)]
-        print(f"gaps between clips, ended -> playing event (ms): {[round(g, 1) for g in gaps]}")
-        print(f"gaps between clips, ended -> next clip's clock at 0 (ms): {_rounded(clock_gaps)}")
+        assert [p["clip_id"] for p in plays] == clip_ids
+        assert all(e["hasAudio"] and e["audioBytes"] > 0 and e["videoFrames"] > 0 for e in ends)
+        gap = plays[1]["t"] - ends[0]["t"]
+        assert 0 <= gap <= MAX_VIDEO_GAP_MS, gap
         assert (await _log(page, "audio-route"))[0]["route"] == "webaudio"
-        assert all(0 <= gap <= MAX_GAP_MS for gap in gaps), gaps
-        assert all(-MAX_GAP_MS <= gap <= MAX_GAP_MS for gap in clock_gaps), clock_gaps
-        idle_events = await _log(page, "idle")
-        assert idle_events and idle_events[-1]["t"] >= ends[-1]["t"]
-        assert [(r.kind, r.seq) for r in reports] == [
-            (kind, seq) for seq in range(3) for kind in ("started", "ended")
-        ]
-        assert await drained(server, 2)
-        assert server.queue_length == 0 and server.replies_waiting == 0
     finally:
         await server.stop()
 
     # The server restarts on the same port: the page reconnects by itself.
     await _wait_count(page, "disconnected", 1)
-    server = OverlayServer(port=port, idle_image=_idle_image())
+    server = OverlayServer(port=port, idle_image=idle_image)
     await server.start()
     try:
         await _wait_count(page, "hello", 2, timeout_ms=10000)
         # A pipeline that re-sends the old reply must not make the page repeat it.
-        await _publish_turn(server, "turn-1", turn_clips)
-        new_id = (await _publish_turn(server, "turn-2", clips[3:4], viewer="grace"))[0]
-        third_id = (await _publish_turn(server, "turn-3", clips[:1], viewer="linus"))[0]
-        await _wait_count(page, "play", 4)
-        await page.wait_for_function(SHOWING_CLIP, timeout=5000)
-        playing_png = await page.screenshot(omit_background=True)
-        banner = await page.evaluate(
-            "() => [document.getElementById('banner').innerText,"
-            " document.getElementById('queue').innerText]"
-        )
-        assert banner == ["answering @grace", "1 more waiting"]
-        await _wait_count(page, "ended", 5)
-        await page.wait_for_function(IDLE_SHOWN, timeout=5000)
-
+        await _publish_turn(server, "turn-1", product.video)
+        new_id = (await _publish_turn(server, "turn-2", product.video[:1], viewer="grace"))[0]
+        await _wait_count(page, "play", 3)
+        await _wait_count(page, "ended", 3)
         plays = await _log(page, "play")
-        assert [p["clip_id"] for p in plays] == [*clip_ids, new_id, third_id]
-        assert len(await _log(page, "duplicate")) == 3
-        assert (await _log(page, "ended"))[-1]["hasAudio"]
+        assert [p["clip_id"] for p in plays] == [*clip_ids, new_id]
+        assert len(await _log(page, "duplicate")) == 2
         assert await drained(server, 2), "the re-sent clips stay queued on the server"
     finally:
         await server.stop()
-
-    path = _save_screenshot(playing_png, "overlay-playing.png")
-    with Image.open(path) as shot:
-        assert shot.mode == "RGBA"
-        # Left of the (square) clip the page shows nothing: the stream shows through.
-        assert shot.getchannel("A").getpixel((2, 240)) == 0, "background not transparent"
-    # The README's picture: written when missing or asked for, so test runs leave git clean.
-    if not DOCS_SCREENSHOT.exists() or os.environ.get("LIPCAST_UPDATE_SCREENSHOTS") == "1":
-        DOCS_SCREENSHOT.parent.mkdir(exist_ok=True)
-        shutil.copyfile(path, DOCS_SCREENSHOT)
 
 
 async def _control(server: OverlayServer, action: str) -> None:
@@ -300,52 +396,3 @@ async def _control(server: OverlayServer, action: str) -> None:
         ) as response,
     ):
         assert response.status == 200
-
-
-async def test_overlay_obeys_skip_pause_resume_and_clear(
-    browser_page: Any, clips: list[DemoClip]
-) -> None:
-    page = browser_page
-    long_clips = [
-        encode_demo_clip(i, caption=f"sentence {i}", duration_s=2.0, size=128) for i in range(3)
-    ]
-    options = PageOptions(hold_ms=300)
-    async with OverlayServer(port=0, control_token=TOKEN, options=options) as server:
-        await page.goto(server.url)
-        await _wait_count(page, "hello", 1)
-
-        # Skip: the reply playing stops at once, its other clips never play, the next reply does.
-        await _publish_turn(server, "skip-me", long_clips)
-        await _publish_turn(server, "after-skip", clips[:1], viewer="bob")
-        await _wait_count(page, "play", 1)
-        await _control(server, "skip")
-        await _wait_count(page, "play", 2)
-        plays = await _log(page, "play")
-        assert [p["turn_id"] for p in plays] == ["skip-me", "after-skip"]
-        assert plays[1]["t"] - plays[0]["t"] < 1500, "skip did not cut the clip short"
-        await _wait_count(page, "ended", 1)
-        assert await drained(server, 3)
-
-        # Pause holds the clip where it is; resume carries on from there.
-        await _publish_turn(server, "pause-me", long_clips[:1])
-        await _wait_count(page, "play", 3)
-        await _control(server, "pause")
-        await _wait_count(page, "pause", 1)
-        position = await page.evaluate("() => document.querySelector('video.front').currentTime")
-        await page.wait_for_timeout(600)
-        still = await page.evaluate("() => document.querySelector('video.front').currentTime")
-        assert still == pytest.approx(position, abs=0.05) and still < 1.9
-        await _control(server, "resume")
-        await _wait_count(page, "ended", 2)
-        ended = (await _log(page, "ended"))[-1]
-        assert ended["turn_id"] == "pause-me" and ended["hasAudio"]
-
-        # Clear drops everything and the page idles.
-        await _publish_turn(server, "clear-me", long_clips)
-        await _wait_count(page, "play", 4)
-        await _control(server, "clear")
-        await _wait_count(page, "idle", 3)
-        await page.wait_for_timeout(300)
-        assert len(await _log(page, "play")) == 4
-        assert server.queue_length == 0
-        assert await server.publish_clip(turn_id="clear-me", seq=3, mp4=b"x", caption="") is None

@@ -279,6 +279,10 @@
       const [lx, ly, lw, lh] = manifest.eyelids[lidKey];
       for (const [ex, ey] of manifest.eyelids_at) paint.drawImage(atlas, lx, ly, lw, lh, ex, ey, lw, lh);
     }
+    if (mouth && current) {
+      current.framesDrawn = (current.framesDrawn || 0) + 1;
+      current.maxLevel = Math.max(current.maxLevel || 0, mouth.level);
+    }
     if (mouth && current && !current.drawn) {
       // The first frame of this clip on screen ("first clip shown" is measured here).
       current.drawn = true;
@@ -461,6 +465,8 @@
       audioEnd: done.endAt,
       hasAudio: true,
       audioBytes: done.item.bytes,
+      framesDrawn: done.framesDrawn || 0,
+      maxLevel: done.maxLevel || 0,
     });
   }
 
