@@ -50,6 +50,7 @@ class StandInChatServer:
         self.interval = 1.0 / tokens_per_s
         self.first_token_s = first_token_s
         self.requests = 0
+        self.sent_at: list[float] = []  # Unix time each token of the latest reply was written
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> str:
@@ -74,11 +75,13 @@ class StandInChatServer:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
         started = time.monotonic() + self.first_token_s
+        self.sent_at = []
         for index, token in enumerate(tokenize(text)):
             delay = started + index * self.interval - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
             await response.write(_event(model, {"content": token}))
+            self.sent_at.append(time.time())
         await response.write(_event(model, {}, finish="stop"))
         await response.write(b"data: [DONE]\n\n")
         await response.write_eof()

@@ -15,13 +15,14 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from lipcast.cli import Context
 
-HELP = "measure speed (render, queue, turn) and print JSON"
+HELP = "measure speed (render, queue, turn, overlay) and print JSON"
 
 BENCHMARKS: dict[str, str] = {
     "render": "lipcast.benchmarks.render",
     "queue": "lipcast.benchmarks.queue",
     "turn": "lipcast.benchmarks.turn",
     "conversations": "lipcast.benchmarks.conversations",
+    "overlay": "lipcast.benchmarks.overlay",
 }
 
 
