@@ -40,6 +40,7 @@ from lipsync.timeline import (
 )
 
 ATLAS_VERSION = 1
+GUTTER = 4  # transparent pixels between layers: a rotated draw samples a little beyond its rect
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -82,24 +83,26 @@ def export_atlas(renderer: SpriteRenderer, avatar: Avatar) -> Atlas:
     mouth_h, mouth_w = some_mouth.shape[:2]
     lids = sorted(prepared.eyelids)
     lid_h, lid_w = prepared.eyelids[lids[0]].shape[:2]
-    width = max(size, OPENNESS_LEVELS * mouth_w, len(lids) * lid_w)
-    height = size + len(VISEME_ORDER) * mouth_h + lid_h
+    g = GUTTER
+    cell_w, cell_h = mouth_w + g, mouth_h + g
+    width = max(size, OPENNESS_LEVELS * cell_w, len(lids) * (lid_w + g)) + g
+    height = size + g + len(VISEME_ORDER) * cell_h + lid_h + g
     sheet = np.zeros((height, width, 4), np.uint8)
     sheet[:size, :size] = base
 
     mouths: dict[str, list[list[int]]] = {}
     for row, viseme in enumerate(VISEME_ORDER):
-        y = size + row * mouth_h
+        y = size + g + row * cell_h
         rects = []
         for level in range(OPENNESS_LEVELS):
-            x = level * mouth_w
+            x = g + level * cell_w
             sheet[y : y + mouth_h, x : x + mouth_w] = _straight(prepared.mouths[(viseme, level)])
             rects.append([x, y, mouth_w, mouth_h])
         mouths[viseme.value] = rects
     eyelids: dict[str, list[int]] = {}
-    y = size + len(VISEME_ORDER) * mouth_h
+    y = size + g + len(VISEME_ORDER) * cell_h
     for column, closure in enumerate(lids):
-        x = column * lid_w
+        x = g + column * (lid_w + g)
         sheet[y : y + lid_h, x : x + lid_w] = _straight(prepared.eyelids[closure])
         eyelids[repr(closure)] = [x, y, lid_w, lid_h]
 
