@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -24,6 +24,10 @@ from lipsync.renderer import Frame
 AUDIO_RATE = 48_000
 AUDIO_BITRATE = 96_000
 FRAGMENTED = "frag_keyframe+empty_moov+default_base_moof"
+# What a page's Media Source Extensions are told a streamed clip holds: H.264 High profile
+# (level 3.1 covers the sizes lipcast renders) and AAC-LC.
+STREAM_MIME = 'video/mp4; codecs="avc1.64001f, mp4a.40.2"'
+AAC_FRAME = 1024  # samples per AAC frame
 
 Preset = Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium"]
 
@@ -132,3 +136,92 @@ def encode_mp4_file(
         raise EncodeError(f"{path}: cannot write the clip: {err.strerror or err}") from err
     finally:
         Path(temp_name).unlink(missing_ok=True)
+
+
+def encode_fragments(
+    frames: Iterable[Frame],
+    samples: npt.NDArray[np.float32],
+    sample_rate: int,
+    options: EncodeOptions | None = None,
+    *,
+    fragment_s: float = 0.5,
+) -> Iterator[bytes]:
+    """A fragmented MP4, yielded piece by piece as it is encoded: first the initialisation
+    segment, then one fragment (``moof`` + ``mdat``, video with its audio) about every
+    ``fragment_s`` seconds, each as soon as the encoder finishes it. The pieces joined are one
+    playable file; a page appends them to a Media Source as they come (:data:`STREAM_MIME`).
+    """
+    import av
+    import cv2
+
+    options = options or EncodeOptions()
+    keyint = max(1, round(fragment_s * options.fps))
+    buffer = io.BytesIO()
+    sent = 0
+    container = av.open(buffer, mode="w", format="mp4", options={"movflags": FRAGMENTED})
+    try:
+        audio = container.add_stream("aac", rate=AUDIO_RATE, layout="mono")
+        audio.bit_rate = AUDIO_BITRATE
+        pcm = np.clip(samples, -1.0, 1.0).astype(np.float32).reshape(1, -1)
+        source = av.AudioFrame.from_ndarray(pcm, format="flt", layout="mono")
+        source.sample_rate = sample_rate
+        resampler = av.AudioResampler(format="fltp", layout="mono", rate=AUDIO_RATE)
+        resampled = [*resampler.resample(source), *resampler.resample(None)]
+        speech = np.concatenate([f.to_ndarray().reshape(-1) for f in resampled]).astype(np.float32)
+        video = None
+        audio_done = 0
+        for number, frame in enumerate(frames):
+            if video is None:
+                height, width = frame.shape[:2]
+                if width % 2 or height % 2:
+                    raise EncodeError(f"frame size {width}x{height} must be even for H.264")
+                video = container.add_stream("libx264", rate=options.fps)
+                video.width, video.height = width, height
+                video.pix_fmt = "yuv420p"
+                video.options = {
+                    "preset": options.preset,
+                    "crf": str(options.crf),
+                    "threads": str(options.threads),
+                    "profile": "high",
+                    # A keyframe, hence a fragment, every fragment_s; none in between.
+                    "x264-params": f"keyint={keyint}:min-keyint={keyint}:scenecut=0",
+                }
+            yuv = np.asarray(cv2.cvtColor(frame, cv2.COLOR_RGB2YUV_I420), dtype=np.uint8)
+            picture = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
+            picture.pts = number
+            container.mux(video.encode(picture))
+            # The audio up to the end of this frame, in whole AAC frames, interleaved.
+            until = min(len(speech), round((number + 1) * AUDIO_RATE / options.fps))
+            while audio_done + AAC_FRAME <= until:
+                audio_done = _mux_audio(container, audio, speech, audio_done)
+            data = buffer.getvalue()
+            if len(data) > sent:
+                yield data[sent:]
+                sent = len(data)
+        if video is None:
+            raise EncodeError("no video frames to encode")
+        container.mux(video.encode(None))
+        while audio_done < len(speech):
+            audio_done = _mux_audio(container, audio, speech, audio_done)
+        container.mux(audio.encode(None))
+    except EncodeError:
+        raise
+    except (av.FFmpegError, ValueError) as err:
+        raise EncodeError(f"encoding the clip failed: {err}") from err
+    finally:
+        container.close()
+    data = buffer.getvalue()
+    if len(data) > sent:
+        yield data[sent:]
+
+
+def _mux_audio(container: object, stream: object, speech: npt.NDArray[np.float32], at: int) -> int:
+    """Encode and mux one AAC frame of ``speech`` from sample ``at``; the next sample."""
+    import av
+
+    chunk = speech[at : at + AAC_FRAME]
+    frame = av.AudioFrame.from_ndarray(chunk.reshape(1, -1), format="fltp", layout="mono")
+    frame.sample_rate = AUDIO_RATE
+    frame.pts = at
+    container.mux(stream.encode(frame))  # type: ignore[attr-defined]
+    return at + len(chunk)

@@ -19,8 +19,11 @@ Every message is one JSON object with a ``type``. The server sends (``/ws``):
     a clip is ready: ``clip_id``, ``turn_id``, ``seq`` (order within its turn), ``order``
     (global order on this server), ``kind``, ``caption``, ``viewer``, ``duration_s``,
     ``expires_in_ms`` (how long from now its reply may still begin; null once it has begun).
-    ``kind`` ``"video"``: ``url`` is an MP4. ``kind`` ``"sprite"``: ``audio_url`` is the speech
-    as 16-bit little-endian mono PCM at ``sample_rate``, and ``timeline`` the persona's frames
+    ``kind`` ``"video"``: ``url`` is an MP4; with ``stream`` (its MIME type with codecs) it is
+    a fragmented MP4 still being encoded, which the URL streams as it grows and the page
+    appends to a Media Source, so it starts playing before it is complete.
+    ``kind`` ``"sprite"``: ``audio_url`` is the speech as 16-bit little-endian mono PCM at
+    ``sample_rate``, and ``timeline`` the persona's frames
     (:mod:`lipsync.timeline`'s wire form), which the page draws from the atlas in time with the
     speech. The page plays clips in the order it receives them and never plays one
     ``(turn_id, seq)`` twice.
@@ -120,6 +123,7 @@ class ClipReady(Event):
     audio_url: str | None = None  # the speech of a sprite clip (PCM)
     sample_rate: int | None = None
     timeline: dict[str, Any] | None = None
+    stream: str | None = None  # a video clip still being encoded: its Media Source type
     expires_in_ms: int | None = None
 
     def fresh(self, expires_in_ms: int | None) -> ClipReady:

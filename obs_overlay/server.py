@@ -16,8 +16,11 @@ drives it with a few coroutines, all called on the server's event loop::
 
 A clip is either a sprite clip — the speech as PCM and the persona's timeline, which the page
 draws live from the persona's layer atlas (``atlas``, :meth:`set_atlas`) — or a video clip
-(``mp4=``, H.264 + AAC). ``publish_clip`` returns None (and shows nothing) when the turn was
-skipped, cleared or expired, which also tells the pipeline it may stop rendering that turn
+(``mp4=``, H.264 + AAC). A video renderer's clip can also stream while it is encoded:
+:meth:`open_stream`, then :meth:`append_stream` with each fragmented-MP4 piece as it is made,
+then :meth:`end_stream`; the page starts playing it after its first fragment.
+``publish_clip`` returns None (and shows nothing) when the turn was skipped, cleared or
+expired, which also tells the pipeline it may stop rendering that turn
 (:meth:`OverlayServer.is_cancelled`).
 
 A reply must *begin* before its deadline (``deadline`` of :meth:`turn_started`, by default
@@ -72,7 +75,7 @@ from typing import Any, Protocol
 from aiohttp import WSCloseCode, WSMsgType, web
 from yarl import URL
 
-from obs_overlay.clip_store import ClipStore
+from obs_overlay.clip_store import ClipStore, new_clip_id
 from obs_overlay.events import (
     PROTOCOL,
     Clear,
@@ -166,6 +169,23 @@ class _Turn:
     begun_at: float = 0.0
 
 
+@dataclass(kw_only=True)
+class _Stream:
+    """A video clip still being encoded: its pieces so far, and a wake-up for readers."""
+
+    parts: list[bytes]
+    done: bool = False
+    grown: asyncio.Event
+
+    def add(self, data: bytes) -> None:
+        self.parts.append(data)
+        self.wake()
+
+    def wake(self) -> None:
+        self.grown.set()
+        self.grown = asyncio.Event()
+
+
 @dataclass(frozen=True, kw_only=True)
 class _Assets:
     files: dict[str, bytes]
@@ -244,6 +264,7 @@ class OverlayServer:
         self._turns: OrderedDict[str, _Turn] = OrderedDict()
         self._cancelled: OrderedDict[str, None] = OrderedDict()
         self._started: set[str] = set()  # clips a page reported started
+        self._streams: dict[str, _Stream] = {}  # video clips still being encoded
         self._order = 0
         self._paused = False
         self._drained = asyncio.Event()
@@ -461,6 +482,74 @@ class OverlayServer:
         await self._broadcast(self._fresh(event), self._queue_state())
         return clip_id
 
+    async def open_stream(
+        self,
+        *,
+        turn_id: str,
+        seq: int,
+        caption: str,
+        mime: str,
+        viewer: str | None = None,
+        duration_s: float | None = None,
+    ) -> str | None:
+        """Queue a video clip that is still being encoded; returns its clip id.
+
+        ``mime`` is its Media Source type (``video/mp4; codecs="..."``). Feed its fragmented
+        MP4 with :meth:`append_stream` as it is made and finish with :meth:`end_stream`.
+        Returns None when the turn was skipped, cleared or expired.
+        """
+        turn_id = _check_turn_id(turn_id)
+        if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
+            raise InputError(f"clip seq must be a whole number >= 0, not {seq!r}")
+        if not mime.startswith("video/mp4") or len(mime) > 200:
+            raise InputError(f"a streamed clip must be video/mp4 with its codecs, not {mime!r}")
+        if self.is_cancelled(turn_id):
+            return None
+        viewer = _clean_viewer(viewer)
+        clip_id = new_clip_id()
+        self._streams[clip_id] = _Stream(parts=[], grown=asyncio.Event())
+        turn = self._turns.get(turn_id)
+        if turn is None:
+            turn = self._turns[turn_id] = self._new_turn(turn_id, viewer, None)
+        self._order += 1
+        event = ClipReady(
+            clip_id=clip_id,
+            turn_id=turn_id,
+            seq=seq,
+            order=self._order,
+            kind="video",
+            caption=str(caption)[:_MAX_CAPTION],
+            viewer=viewer or turn.viewer,
+            duration_s=duration_s,
+            url=f"/clips/{clip_id}.mp4",
+            stream=mime,
+        )
+        self._pending[clip_id] = event
+        self._drained.clear()
+        await self._broadcast(self._fresh(event), self._queue_state())
+        return clip_id
+
+    async def append_stream(self, clip_id: str, data: bytes) -> bool:
+        """Add the next piece of a streamed clip; False when the clip is no longer shown
+        (its turn was skipped), so the renderer may stop."""
+        stream = self._streams.get(clip_id)
+        if stream is None or stream.done:
+            return False
+        if data:
+            stream.add(bytes(data))
+        return True
+
+    async def end_stream(self, clip_id: str) -> None:
+        """The streamed clip is complete; it is then kept and served like any other clip."""
+        stream = self._streams.pop(clip_id, None)
+        if stream is None:
+            return
+        stream.done = True
+        stream.wake()
+        if clip_id in self._pending and stream.parts:
+            _, evicted = self.store.put(b"".join(stream.parts), clip_id=clip_id)
+            self._forget_clips(evicted, why="the clip store is full")
+
     async def turn_ended(self, turn_id: str) -> None:
         """No more clips will come for this turn."""
         turn_id = _check_turn_id(turn_id)
@@ -575,6 +664,10 @@ class OverlayServer:
         for clip_id in [cid for cid, clip in self._pending.items() if clip.turn_id == turn_id]:
             del self._pending[clip_id]
             self._started.discard(clip_id)
+            stream = self._streams.pop(clip_id, None)
+            if stream is not None:  # readers finish with what they have
+                stream.done = True
+                stream.wake()
         self._update_drained()
 
     def _forget_clips(self, clip_ids: list[str], *, why: str) -> None:
@@ -757,10 +850,13 @@ class OverlayServer:
         }
         return web.FileResponse(path, headers=headers)
 
-    async def _clip(self, request: web.Request) -> web.Response:
+    async def _clip(self, request: web.Request) -> web.StreamResponse:
         match = _CLIP_NAME.fullmatch(request.match_info["name"])
         if match is None:
             raise web.HTTPBadRequest(text="not a clip name")
+        stream = self._streams.get(match["clip_id"])
+        if stream is not None and match["ext"] == "mp4":
+            return await self._stream_clip(request, stream)
         entry = self.store.entry(match["clip_id"])
         if entry is None or not entry.content_type.startswith(_CLIP_TYPES[match["ext"]]):
             raise web.HTTPNotFound(text="no such clip (played long ago, or evicted)")
@@ -782,6 +878,24 @@ class OverlayServer:
             raise web.HTTPRequestRangeNotSatisfiable(headers=headers)
         headers["Content-Range"] = f"bytes {start}-{stop - 1}/{len(data)}"
         return web.Response(status=206, body=data[start:stop], headers=headers)
+
+    async def _stream_clip(self, request: web.Request, stream: _Stream) -> web.StreamResponse:
+        """A clip still being encoded: what there is now, then each piece as it comes."""
+        response = web.StreamResponse(
+            headers={**_COMMON_HEADERS, "Content-Type": "video/mp4", "Cache-Control": "no-store"}
+        )
+        await response.prepare(request)
+        sent = 0
+        while True:
+            grown = stream.grown
+            while sent < len(stream.parts):
+                await response.write(stream.parts[sent])
+                sent += 1
+            if stream.done:
+                break
+            await grown.wait()
+        await response.write_eof()
+        return response
 
     async def _health(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok", "protocol": PROTOCOL})

@@ -15,6 +15,7 @@ import io
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -396,3 +397,59 @@ async def _control(server: OverlayServer, action: str) -> None:
         ) as response,
     ):
         assert response.status == 200
+
+
+async def test_a_video_clip_plays_while_it_is_still_being_encoded(
+    browser_page: Any, product: Product
+) -> None:
+    """A video renderer's sentence streams as fragmented MP4 (about half a second a
+    fragment, as the encoder makes them) into the page's Media Source."""
+    from lipsync.encode import STREAM_MIME, EncodeOptions, encode_fragments
+    from pipeline.jobs.render import avatar_for
+
+    clips = build_clip_renderer(product.settings, load_secrets(None))
+    try:
+        speech = await clips.speak(LINES[1], product.persona)
+    finally:
+        await clips.tts.aclose()
+    avatar = avatar_for(product.persona)
+    fragments = await asyncio.to_thread(
+        lambda: list(
+            encode_fragments(
+                clips.renderer.render(speech.samples, speech.sample_rate, avatar),
+                speech.samples,
+                speech.sample_rate,
+                EncodeOptions(),
+            )
+        )
+    )
+    assert len(fragments) >= 4, "the clip did not come out in pieces"
+    reports: list[PlaybackReport] = []
+    async with OverlayServer(port=0, on_playback=reports.append) as server:
+        await page_ready(browser_page, server)
+        await server.turn_started("streamed", viewer="ada")
+        clip_id = await server.open_stream(
+            turn_id="streamed", seq=0, caption=LINES[1], mime=STREAM_MIME, viewer="ada"
+        )
+        assert clip_id is not None
+        for fragment in fragments:  # a renderer that takes a while over each half second
+            assert await server.append_stream(clip_id, fragment)
+            await asyncio.sleep(0.25)
+        finished_at = time.monotonic()
+        await server.end_stream(clip_id)
+        await server.turn_ended("streamed")
+        await _wait_count(browser_page, "ended", 1, timeout_ms=20000)
+        started = next(r for r in reports if r.kind == "started")
+        assert started.at < finished_at - 0.5, "the page waited for the whole clip"
+        end = (await _log(browser_page, "ended"))[0]
+        assert end["hasAudio"] and end["audioBytes"] > 0
+        assert end["videoFrames"] >= round(speech.duration_s * 25) - 2
+        assert end["mediaDuration"] == pytest.approx(speech.duration_s, abs=0.1)
+        assert not await _log(browser_page, "stream-failed")
+        # Once complete it is an ordinary clip: served whole, by range too.
+        assert server.store.get(clip_id) == b"".join(fragments)
+
+
+async def page_ready(page: Any, server: OverlayServer) -> None:
+    await page.goto(server.url)
+    await _wait_count(page, "hello", 1)

@@ -642,6 +642,14 @@
     queue.push(item);
     record("received", { clip_id: clip.clip_id, turn_id: clip.turn_id, seq: clip.seq });
     const sprite = clip.kind === "sprite";
+    if (!sprite && clip.stream && window.MediaSource && MediaSource.isTypeSupported(clip.stream)) {
+      // Still being encoded: play it from a Media Source fed as its fragments arrive.
+      const source = new MediaSource();
+      item.blobUrl = URL.createObjectURL(source);
+      source.addEventListener("sourceopen", () => streamInto(source, item), { once: true });
+      pump();
+      return;
+    }
     if (sprite && !audio) {
       item.error = "no Web Audio on this page: sprite clips cannot sound";
       pump();
@@ -664,6 +672,39 @@
         item.error = `fetch failed: ${err.message || err}`;
       })
       .finally(pump);
+  }
+
+  function appendTo(buffer, data) {
+    return new Promise((resolve, reject) => {
+      buffer.addEventListener("updateend", resolve, { once: true });
+      buffer.addEventListener("error", () => reject(new Error("append failed")), { once: true });
+      buffer.appendBuffer(data);
+    });
+  }
+
+  // Feeds a streamed clip's fragments into its Media Source as the server sends them; the
+  // player it is attached to starts as soon as the first fragment is in.
+  async function streamInto(source, item) {
+    const clip = item.clip;
+    try {
+      const buffer = source.addSourceBuffer(clip.stream);
+      const response = await fetch(clip.url, { cache: "no-store" });
+      if (!response.ok) throw new Error(`HTTP ${response.status}`);
+      const reader = response.body.getReader();
+      let pieces = 0;
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        await appendTo(buffer, value);
+        pieces += 1;
+        if (pieces === 1) record("stream-first", { clip_id: clip.clip_id });
+      }
+      if (source.readyState === "open") source.endOfStream();
+      record("stream-end", { clip_id: clip.clip_id, pieces });
+    } catch (err) {
+      record("stream-failed", { clip_id: clip.clip_id, reason: String(err) });
+      if (source.readyState === "open") source.endOfStream("network");
+    }
   }
 
   function applyOptions(sent) {
