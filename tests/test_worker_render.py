@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 
 from lipcast.config import Settings, load_secrets
-from lipcast.wiring import build_job_handler
+from lipcast.wiring import build_job_handler, build_tts, encode_options
+from lipsync.sprite import SpriteRenderer
 from lipsync.timeline import Timeline
 from personas import builtin_persona_dir, load_persona
 from pipeline.audio import AudioChunk
 from pipeline.clips import TIMELINE_CONTENT_TYPE, pcm_sample_rate
 from pipeline.jobs.queue import JobFailedError
+from pipeline.jobs.render import ClipRenderer, RenderJobHandler
 from tests.media import probe
 from tests.queue_support.harness import BACKENDS, make_job, open_transport, running_worker
 
@@ -85,3 +90,40 @@ async def test_a_persona_loaded_from_any_folder_is_found_by_its_name(
     async with open_transport(backend) as t, running_worker(t.worker_queue, handler):
         parts = await (await t.requester.submit(job)).collect()
     assert probe(parts[-1].media).audio_seconds > 0.5
+
+
+class _VideoOnly:
+    """The sprite renderer seen as a video renderer (no timeline), as wav2lip is."""
+
+    name = "video-only"
+
+    def __init__(self) -> None:
+        self._sprite = SpriteRenderer(size=256)
+        self.fps, self.size = self._sprite.fps, self._sprite.size
+
+    def render(self, *args: Any, **kwargs: Any) -> Iterator[np.ndarray]:
+        return self._sprite.render(*args, **kwargs)
+
+
+async def test_a_video_renderers_clip_comes_back_in_half_second_fragments(backend: str) -> None:
+    settings = Settings()
+    secrets = load_secrets(None)
+    clips = ClipRenderer(
+        tts=build_tts(settings, secrets),
+        tts_name="espeak",
+        renderer=_VideoOnly(),
+        encode=encode_options(settings),
+    )
+    handler = RenderJobHandler(clips, lambda name, language: load_persona(name))
+    job = make_job("A photo-like persona's sentence streams while it renders.")
+    async with open_transport(backend) as t, running_worker(t.worker_queue, handler):
+        parts = await (await t.requester.submit(job)).collect()
+    speech, *video = parts
+    assert pcm_sample_rate(speech.content_type) is not None
+    assert len(video) >= 4, "the MP4 did not come in fragments"
+    assert all(part.content_type == "video/mp4" for part in video) and video[-1].last
+    assert {"tts", "render", "encode"} <= set(video[-1].timings)
+    info = probe(b"".join(part.media for part in video))
+    assert (info.video_codec, info.audio_codec) == ("h264", "aac")
+    assert info.frames == round(video[-1].duration_s * 25)
+    assert abs(info.video_seconds - info.audio_seconds) <= 1 / 25 + 0.03

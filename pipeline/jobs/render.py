@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lipsync.avatar import Avatar, FaceGeometry, hex_to_rgb, load_avatar
-from lipsync.encode import EncodeOptions, encode_mp4_bytes, encode_mp4_file
+from lipsync.encode import EncodeOptions, encode_fragments, encode_mp4_bytes, encode_mp4_file
 from lipsync.errors import LipsyncError
 from lipsync.renderer import Frame, Renderer
 from lipsync.timeline import TIMELINE_CONTENT_TYPE, Timeline
@@ -221,6 +221,63 @@ class ClipRenderer:
             audio=audio,
         )
 
+    async def video_fragments(
+        self, audio: AudioChunk, persona: Persona, timings: dict[str, float]
+    ) -> AsyncIterator[bytes]:
+        """The video of ``audio`` as fragmented-MP4 pieces of about half a second, each
+        yielded as soon as the encoder finishes it (a video renderer's sentence plays while the
+        rest renders). ``timings`` gets ``render`` and ``encode`` seconds when it is done."""
+        loop = asyncio.get_running_loop()
+        avatar = await loop.run_in_executor(None, self.avatar, persona)
+        pieces: asyncio.Queue[bytes | Exception | None] = asyncio.Queue()
+        stop = threading.Event()
+        background = hex_to_rgb(persona.spec.avatar.background)
+
+        def work() -> None:
+            def put(item: bytes | Exception | None) -> None:
+                loop.call_soon_threadsafe(pieces.put_nowait, item)
+
+            render_s = 0.0
+
+            def frames() -> Iterator[Frame]:
+                nonlocal render_s
+                source = self.renderer.render(
+                    audio.samples, audio.sample_rate, avatar, background=background
+                )
+                while not stop.is_set():
+                    begun = time.perf_counter()
+                    frame = next(source, None)
+                    render_s += time.perf_counter() - begun
+                    if frame is None:
+                        return
+                    yield frame
+                raise RenderCancelled("the render was cancelled")
+
+            started = time.perf_counter()
+            try:
+                for piece in encode_fragments(
+                    frames(), audio.samples, audio.sample_rate, self.encode
+                ):
+                    put(piece)
+            except Exception as err:  # noqa: BLE001 - handed to the event loop, which raises it
+                put(err)
+                return
+            timings.update(render=render_s, encode=time.perf_counter() - started - render_s)
+            put(None)
+
+        done = loop.run_in_executor(None, work)
+        try:
+            while (item := await pieces.get()) is not None:
+                if isinstance(item, LipsyncError):
+                    raise RenderError(str(item)) from item
+                if isinstance(item, Exception):
+                    raise item
+                yield item
+        finally:
+            stop.set()  # a consumer that stops early stops the render at the next frame
+            with contextlib.suppress(RenderCancelled):
+                await done
+
 
 class RenderCancelled(Exception):
     """Stops a render thread between two frames (the caller was cancelled)."""
@@ -242,9 +299,10 @@ class RenderJobHandler:
 
     A job's parts, in order: the speech as PCM (:func:`pipeline.clips.pcm_content_type`); the
     sprite persona's timeline (:data:`~lipsync.timeline.TIMELINE_CONTENT_TYPE`) when the
-    renderer has one; and the MP4 when the job asks for it (``RenderJob.mp4``) or when the
-    renderer draws video that only an MP4 carries. Without the MP4 no frame is drawn or
-    encoded: the overlay page draws the persona from the timeline itself.
+    renderer has one; and the MP4 when the job asks for it (``RenderJob.mp4``). Without the
+    MP4 no frame is drawn or encoded: the overlay page draws the persona from the timeline
+    itself. A renderer that draws video (wav2lip) sends its MP4 as fragmented-MP4 parts of
+    about half a second, each as soon as it is encoded; joined, they are one MP4 file.
 
     Personas are loaded once per (id, language) and kept; the clip renderer keeps each
     persona's prepared avatar, so a worker pays for avatar preparation once.
@@ -276,6 +334,10 @@ class RenderJobHandler:
                     last=True,
                 )
                 return
+        if getattr(self._clips.renderer, "timeline", None) is None:
+            async for part in self._stream_video(job, persona):
+                yield part
+            return
         clip = await self._clips.render(job.text, persona)
         assert clip.mp4 is not None  # rendered to bytes, not to a file
         if clip.audio is not None:
@@ -291,6 +353,21 @@ class RenderJobHandler:
                 )
         yield ResultChunk(
             media=clip.mp4, duration_s=clip.duration_s, timings=dict(clip.timings), last=True
+        )
+
+    async def _stream_video(self, job: RenderJob, persona: Persona) -> AsyncIterator[ResultChunk]:
+        """A video renderer's sentence: its speech, then its MP4 fragment by fragment."""
+        started = time.perf_counter()
+        audio = await self._clips.speak(job.text, persona)
+        timings = {"tts": time.perf_counter() - started}
+        yield _pcm_part(audio)
+        held: bytes | None = None  # one piece is held back: the last one carries ``last``
+        async for piece in self._clips.video_fragments(audio, persona, timings):
+            if held is not None:
+                yield ResultChunk(media=held)
+            held = piece
+        yield ResultChunk(
+            media=held or b"", duration_s=audio.duration_s, timings=dict(timings), last=True
         )
 
     async def aclose(self) -> None:
