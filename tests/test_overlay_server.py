@@ -25,6 +25,7 @@ from lipcast.commands import COMMANDS
 from lipcast.commands import overlay as overlay_command
 from lipcast.config import Secrets, Settings, load_secrets, parse_settings
 from lipcast.wiring import build_clip_renderer, build_overlay_server, persona_from_settings
+from lipsync.atlas import Atlas
 from obs_overlay.clip_store import ClipStore
 from obs_overlay.events import PROTOCOL, PlaybackReport
 from obs_overlay.server import OverlayError, OverlayServer, is_loopback_host
@@ -614,6 +615,15 @@ async def test_sprite_clips_carry_speech_and_timeline(
         assert response.content_type == "audio/pcm"
     async with http.get(f"{server.url}clips/{clip_id}.mp4") as response:
         assert response.status == 404
+
+    # A persona switch reaches the page at once: the new atlas, served at a new address.
+    layers = Atlas(key="persona-2", png=b"\x89PNG\r\n\x1a\n-bytes", manifest={"size": 256})
+    async with await connect_page(http, server) as ws:
+        await server.set_atlas(layers)
+        event = await next_event(ws, "persona")
+        assert event["manifest"] == {"size": 256} and event["atlas"].startswith("/persona/atlas")
+        async with http.get(f"{server.url}{event['atlas'].lstrip('/')}") as response:
+            assert response.status == 200 and await response.read() == layers.png
     for bad in (
         {"audio": pcm, "sample_rate": 22050, "timeline": b"{not json"},
         {"audio": pcm, "sample_rate": 22050, "timeline": b'{"fps": 25}'},

@@ -374,6 +374,10 @@
     const startAt = Math.max(at, audio.currentTime + 0.005);
     source.start(startAt);
     source.addEventListener("ended", () => onSpriteEnded(item));
+    // Display frames promote it when it starts; where none are drawn (a hidden tab), a timer.
+    setTimeout(() => {
+      if (current && current.sprite) promote();
+    }, Math.max(0, (startAt - audio.currentTime) * 1000) + 5);
     return { source, startAt, endAt: startAt + item.buffer.duration, started: false, drawn: false };
   }
 
