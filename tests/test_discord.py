@@ -1,0 +1,406 @@
+"""The Discord adapter, end to end: gateway payloads through discord.py's own parsers into the
+real conversation (real queue, worker, eSpeak and sprite renderer), replies out through
+discord.py's HTTP client to a local server that plays Discord's REST API."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import discord
+import numpy as np
+import pytest
+
+from bots.discord.adapter import DiscordAdapter, DiscordOptions, LipcastClient
+from bots.discord.commands import PersonaChoice
+from lipcast.config import RenderSettings, Secrets, Settings
+from lipcast.wiring import build_job_handler
+from pipeline.conversation.filters import FilterRules
+from pipeline.conversation.turns import Conversation
+from tests.conftest import ServeApp
+from tests.conversation_support import OPEN_RULES, Pipeline, running_pipeline
+from tests.discord_support import (
+    ADA_ID,
+    BOT_ID,
+    CHANNEL_ID,
+    DM_CHANNEL_ID,
+    GUILD_ID,
+    MOD_ID,
+    OTHER_BOT_ID,
+    TOKEN,
+    AdapterSink,
+    FakeDiscord,
+    RecordingListener,
+    guild_payload,
+    interaction_payload,
+    message_payload,
+)
+from tests.media import decode_audio, probe
+
+MENTION = f"<@{BOT_ID}>"
+PERSONAS = (PersonaChoice(id="cohost", label="Cohost"), PersonaChoice(id="teacher", label="Mira"))
+
+
+@pytest.fixture
+async def fake_discord(serve_app: ServeApp, monkeypatch: pytest.MonkeyPatch) -> FakeDiscord:
+    fake = FakeDiscord()
+    base = await serve_app(fake.app())
+    monkeypatch.setattr(discord.http.Route, "BASE", f"{base}/api/v10")
+    return fake
+
+
+def render_handler() -> Any:
+    """The real render handler (eSpeak, sprite, H.264/AAC), small frames to keep tests quick."""
+    settings = Settings(render=RenderSettings(size=192, fps=20, preset="ultrafast"))
+    return build_job_handler(settings, Secrets())
+
+
+@dataclass
+class Session:
+    fake: FakeDiscord
+    adapter: DiscordAdapter
+    client: LipcastClient
+    pipeline: Pipeline
+    sink: AdapterSink
+
+    @property
+    def conversation(self) -> Conversation:
+        return self.pipeline.conversation
+
+    def message(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """MESSAGE_CREATE from the gateway."""
+        self.client._connection.parse_message_create(payload)  # type: ignore[arg-type]
+        return payload
+
+    def interaction(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """INTERACTION_CREATE from the gateway."""
+        self.fake.allow_interaction(payload)
+        self.client._connection.parse_interaction_create(payload)  # type: ignore[arg-type]
+        return payload
+
+
+@contextlib.asynccontextmanager
+async def session(
+    fake: FakeDiscord,
+    *,
+    options: DiscordOptions | None = None,
+    rules: FilterRules = OPEN_RULES,
+    llm: Any = None,
+) -> AsyncIterator[Session]:
+    """The adapter logged in to the fake Discord, on a running conversation."""
+    adapter = DiscordAdapter(
+        token=TOKEN, options=options or DiscordOptions(guilds=(GUILD_ID,), personas=PERSONAS)
+    )
+    async with running_pipeline(handler=render_handler(), rules=rules, llm=llm) as pipeline:
+        sink = AdapterSink(adapter)
+        pipeline.conversation.sinks.append(sink)
+        turns = asyncio.create_task(pipeline.conversation.run(), name="test-turns")
+        client = await adapter.login(pipeline.conversation)
+        client._connection._add_guild_from_data(guild_payload())  # type: ignore[arg-type]
+        try:
+            yield Session(fake, adapter, client, pipeline, sink)
+        finally:
+            await client.close()
+            await pipeline.conversation.close()
+            await asyncio.gather(turns, return_exceptions=True)
+
+
+def clip_message(fake: FakeDiscord) -> Any:
+    return next(sent for sent in fake.sent if sent.files)
+
+
+# -- questions in ------------------------------------------------------------------------------
+
+
+async def test_login_syncs_the_commands_to_the_configured_server(fake_discord: FakeDiscord) -> None:
+    async with session(fake_discord):
+        names = fake_discord.synced[str(GUILD_ID)]
+    assert set(names) == {
+        "ask",
+        "persona",
+        "language",
+        "forget",
+        "skip",
+        "clear",
+        "pause",
+        "resume",
+    }
+    assert "global" not in fake_discord.synced
+
+
+async def test_a_mention_is_answered_with_text_then_one_clip(fake_discord: FakeDiscord) -> None:
+    async with session(fake_discord) as s:
+        question = s.message(message_payload(f"{MENTION} What is a verb?", mentions=(BOT_ID,)))
+        await fake_discord.wait_for(lambda: any(sent.files for sent in fake_discord.sent))
+        utterance = s.sink.delivered[0].utterance
+
+    assert utterance.platform == "discord"
+    assert utterance.channel == str(CHANNEL_ID) and utterance.guild == str(GUILD_ID)
+    assert not utterance.direct and utterance.trigger == "mention"
+    assert utterance.user == str(ADA_ID) and utterance.user_name == "Ada"
+    assert utterance.channel_name == "#general"
+    assert utterance.message_id == question["id"] and utterance.text == "What is a verb?"
+    assert not utterance.moderator
+
+    text, clip = fake_discord.sent
+    assert text.where == f"channel:{CHANNEL_ID}" and text.reference == int(question["id"])
+    assert "What is a verb?" in text.content  # read aloud: no language model configured
+    assert clip.content == "" and [name for name, _ in clip.files] == ["reply.mp4"]
+    info = probe(clip.files[0][1])
+    assert info.video_codec == "h264" and info.audio_codec == "aac"
+    assert info.audio_seconds > 1.0 and abs(info.video_seconds - info.audio_seconds) < 0.3
+    assert CHANNEL_ID in fake_discord.typing  # typing while the clip was made
+    assert fake_discord.rejected == []
+
+
+async def test_a_reply_to_the_bot_and_a_direct_message_are_questions(
+    fake_discord: FakeDiscord,
+) -> None:
+    async with session(fake_discord) as s:
+        earlier = message_payload("Hello, I am the persona.", author=BOT_ID)
+        reply = s.message(message_payload("Tell me more", replying_to=earlier))
+        s.message(message_payload("Are you there?", direct=True))
+        await fake_discord.wait_for(lambda: len([x for x in fake_discord.sent if x.files]) == 2)
+        delivered = {reply.utterance.trigger: reply.utterance for reply in s.sink.delivered}
+
+    assert delivered["reply"].message_id == reply["id"]
+    assert delivered["reply"].text == "Tell me more"
+    direct = delivered["direct"]
+    assert direct.direct and direct.guild is None and direct.channel == str(DM_CHANNEL_ID)
+    assert direct.channel_name == "DM with Ada"
+    places = {sent.where for sent in fake_discord.sent}
+    assert places == {f"channel:{CHANNEL_ID}", f"channel:{DM_CHANNEL_ID}"}
+
+
+async def test_other_bots_and_messages_not_for_the_persona_are_ignored(
+    fake_discord: FakeDiscord,
+) -> None:
+    async with session(fake_discord) as s:
+        s.message(message_payload(f"{MENTION} I am a bot", author=OTHER_BOT_ID, mentions=(BOT_ID,)))
+        s.message(message_payload("just chatting with friends"))
+        s.message(message_payload(f"{MENTION} my own echo", author=BOT_ID, mentions=(BOT_ID,)))
+        s.message(message_payload(f"{MENTION}", mentions=(BOT_ID,)))  # nothing to answer
+        s.message(message_payload(f"{MENTION} the real question", mentions=(BOT_ID,)))
+        await fake_discord.wait_for(lambda: any(sent.files for sent in fake_discord.sent))
+        asked = [reply.utterance.text for reply in s.sink.delivered]
+
+    assert asked == ["the real question"]
+    assert fake_discord.reactions == []
+
+
+async def test_a_2000_character_question_is_cut_and_answered(fake_discord: FakeDiscord) -> None:
+    long_question = ("Warum ist die Grammatik so schwer? " * 60)[: 2000 - len(MENTION) - 1]
+    async with session(fake_discord, options=DiscordOptions(clips=False)) as s:
+        s.message(message_payload(f"{MENTION} {long_question}", mentions=(BOT_ID,)))
+        await fake_discord.wait_for(lambda: len(fake_discord.sent) == 1)
+        heard = s.sink.delivered[0].utterance
+
+    assert heard.text == long_question.strip()  # the whole question reaches the pipeline
+    assert len(fake_discord.sent[0].content) < 400  # whose filter cut it (chat max_chars)
+    assert fake_discord.rejected == []
+
+
+async def test_a_long_reply_is_split_at_2000_characters(fake_discord: FakeDiscord) -> None:
+    listener = RecordingListener()
+    adapter = DiscordAdapter(token=TOKEN, options=DiscordOptions(sync_commands=False))
+    client = await adapter.login(listener)
+    client._connection._add_guild_from_data(guild_payload())  # type: ignore[arg-type]
+    try:
+        question = message_payload(f"{MENTION} explain everything", mentions=(BOT_ID,))
+        client._connection.parse_message_create(question)  # type: ignore[arg-type]
+        await asyncio.wait_for(listener.arrived.wait(), 5)
+        sentence = "Das ist ein langer Satz über die deutsche Grammatik und ihre Regeln. "
+        text = (sentence * 70).strip()  # about 4,800 characters
+        from pipeline.clips import Reply
+
+        await adapter.deliver(
+            Reply(
+                utterance=listener.heard[0],
+                turn_id="t1",
+                text=text,
+                persona_name="Mira",
+                outcome="completed",
+            )
+        )
+    finally:
+        await client.close()
+    pieces = [sent.content for sent in fake_discord.sent]
+    assert len(pieces) == 3 and all(len(piece) <= 2000 for piece in pieces)
+    assert " ".join(pieces) == text
+    assert all(piece.endswith(".") for piece in pieces)  # cut after a sentence
+    assert fake_discord.sent[0].reference == int(question["id"])
+
+
+# -- slash commands ------------------------------------------------------------------------------
+
+
+async def test_slash_ask_defers_then_follows_up_with_text_and_clip(
+    fake_discord: FakeDiscord,
+) -> None:
+    async with session(fake_discord) as s:
+        payload = s.interaction(interaction_payload("ask", {"question": "Wie sagt man hello?"}))
+        await fake_discord.wait_for(lambda: any(sent.files for sent in fake_discord.sent))
+        utterance = s.sink.delivered[0].utterance
+
+    assert fake_discord.callbacks[0]["type"] == 5  # deferred: answered within three seconds
+    assert utterance.trigger == "slash" and utterance.text == "Wie sagt man hello?"
+    assert utterance.channel == str(CHANNEL_ID) and utterance.guild == str(GUILD_ID)
+    token = payload["token"]
+    assert [sent.where for sent in fake_discord.sent] == [f"followup:{token}"] * 2
+    assert not any(sent.ephemeral for sent in fake_discord.sent)
+    assert fake_discord.typing == []  # the deferred 'thinking' shows instead
+
+
+async def test_slash_persona_with_a_language_reaches_the_listener(
+    fake_discord: FakeDiscord,
+) -> None:
+    async with session(fake_discord) as s:
+        listener = RecordingListener(inner=s.conversation)
+        s.client.tree.clear_commands(guild=None)
+        from bots.discord.adapter import _SlashCommands
+        from bots.discord.commands import add_commands
+
+        add_commands(s.client.tree, _SlashCommands(s.adapter, listener), PERSONAS)
+        s.interaction(
+            interaction_payload("persona", {"name": "teacher", "language": "de"}, user=MOD_ID)
+        )
+        await fake_discord.wait_for(lambda: len(fake_discord.sent) == 1)
+
+    (command,) = listener.controls
+    assert command.name == "persona" and command.argument == "teacher de"
+    assert command.origin.moderator and command.origin.user == str(MOD_ID)
+    assert fake_discord.callbacks[0]["type"] == 5
+    assert fake_discord.callbacks[0]["data"]["flags"] & 64  # private
+    assert fake_discord.sent[0].ephemeral
+
+
+async def test_a_viewer_may_not_skip_and_is_told_privately(fake_discord: FakeDiscord) -> None:
+    async with session(fake_discord) as s:
+        s.interaction(interaction_payload("skip"))
+        await fake_discord.wait_for(lambda: len(fake_discord.sent) == 1)
+    (note,) = fake_discord.sent
+    assert note.ephemeral and "not allowed" in note.content
+
+
+async def test_language_and_forget_go_to_the_viewers_conversation(
+    fake_discord: FakeDiscord,
+) -> None:
+    async with session(fake_discord) as s:
+        s.interaction(interaction_payload("language", {"code": "fr"}))
+        await fake_discord.wait_for(lambda: len(fake_discord.sent) == 1)
+        s.interaction(interaction_payload("forget"))
+        await fake_discord.wait_for(lambda: len(fake_discord.sent) == 2)
+    language, forget = fake_discord.sent
+    assert language.ephemeral and "speaks en" in language.content  # cohost speaks English only
+    assert forget.ephemeral and "forgot" in forget.content
+
+
+# -- refusals ------------------------------------------------------------------------------------
+
+
+async def test_refusals_are_a_reaction_or_a_private_note(fake_discord: FakeDiscord) -> None:
+    rules = FilterRules(max_chars=300, user_cooldown_s=600, global_per_minute=1000)
+    async with session(fake_discord, rules=rules, options=DiscordOptions(clips=False)) as s:
+        s.message(message_payload(f"{MENTION} first question", mentions=(BOT_ID,)))
+        await fake_discord.wait_for(lambda: len(fake_discord.sent) == 1)
+        second = s.message(message_payload(f"{MENTION} second question", mentions=(BOT_ID,)))
+        await fake_discord.wait_for(lambda: len(fake_discord.reactions) == 1)
+        payload = s.interaction(interaction_payload("ask", {"question": "third question"}))
+        await fake_discord.wait_for(lambda: len(fake_discord.sent) == 2)
+
+    assert fake_discord.reactions == [(int(second["id"]), "\N{HOURGLASS WITH FLOWING SAND}")]
+    note = fake_discord.sent[1]
+    assert note.ephemeral and "cooldown" in note.content
+    assert fake_discord.deleted_originals == [payload["token"]]  # no 'thinking' left behind
+    assert len(s.conversation.reports) == 1
+
+
+# -- the clip and the upload limit ---------------------------------------------------------------
+
+
+def noisy_clip(seconds: float, seed: int) -> bytes:
+    """An MP4 that compresses badly (noise) with a tone: about 1.3 MB a second at crf 18."""
+    from lipsync.encode import EncodeOptions, encode_mp4_bytes
+
+    rng = np.random.default_rng(seed)
+    frames = [rng.integers(0, 255, (256, 256, 3), dtype=np.uint8) for _ in range(int(seconds * 25))]
+    t = np.arange(int(seconds * 22050)) / 22050
+    tone = (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
+    return encode_mp4_bytes(frames, tone, 22050, EncodeOptions(crf=18, preset="ultrafast"))
+
+
+async def _deliver_to_slash(
+    fake: FakeDiscord, parts: list[bytes], *, limit: int
+) -> tuple[FakeDiscord, dict[str, Any]]:
+    """/ask with ``attachment_size_limit`` = ``limit``; then a reply made of ``parts``."""
+    from pipeline.clips import Clip, Reply, TurnInfo
+
+    listener = RecordingListener()
+    adapter = DiscordAdapter(token=TOKEN, options=DiscordOptions(sync_commands=False))
+    client = await adapter.login(listener)
+    client._connection._add_guild_from_data(guild_payload())  # type: ignore[arg-type]
+    try:
+        payload = interaction_payload("ask", {"question": "Show me"}, attachment_size_limit=limit)
+        fake.allow_interaction(payload)
+        client._connection.parse_interaction_create(payload)  # type: ignore[arg-type]
+        await asyncio.wait_for(listener.arrived.wait(), 5)
+        utterance = listener.heard[0]
+        turn = TurnInfo(
+            turn_id="t1", utterance=utterance, viewer_name="Ada", language="en", mode="reply"
+        )
+        clips = tuple(
+            Clip(
+                turn=turn,
+                seq=i,
+                text=f"part {i}",
+                media=media,
+                content_type="video/mp4",
+                duration_s=1.0,
+                timings={},
+            )
+            for i, media in enumerate(parts)
+        )
+        await adapter.deliver(
+            Reply(
+                utterance=utterance,
+                turn_id="t1",
+                text="Here you go.",
+                persona_name="Mira",
+                outcome="completed",
+                clips=clips,
+            )
+        )
+    finally:
+        await client.close()
+    return fake, payload
+
+
+async def test_a_clip_over_1_mib_is_reencoded_to_fit_and_still_plays(
+    fake_discord: FakeDiscord,
+) -> None:
+    parts = [noisy_clip(2.0, 1), noisy_clip(1.6, 2)]
+    assert sum(map(len, parts)) > 3 * 1024 * 1024
+    await _deliver_to_slash(fake_discord, parts, limit=1024 * 1024)
+
+    assert fake_discord.rejected == []
+    media = clip_message(fake_discord).files[0][1]
+    assert len(media) <= 1024 * 1024
+    info = probe(media)
+    assert info.frames == 90 and abs(info.audio_seconds - 3.6) < 0.1
+    samples, rate = decode_audio(media)
+    level = float(np.sqrt(np.mean(samples[rate // 2 : 3 * rate] ** 2)))
+    assert 0.1 < level < 0.4  # the tone is there, at its level (0.3 peak -> 0.21 RMS)
+
+
+async def test_a_limit_nothing_fits_under_posts_the_text_with_a_note(
+    fake_discord: FakeDiscord,
+) -> None:
+    await _deliver_to_slash(fake_discord, [noisy_clip(3.0, 3)], limit=20_000)
+
+    assert fake_discord.rejected == []  # never a failed upload
+    (text,) = fake_discord.sent
+    assert text.files == [] and text.content == "Here you go."
+    assert text.edits and "does not fit" in text.edits[-1]
