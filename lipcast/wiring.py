@@ -35,6 +35,7 @@ from pipeline.services.tts import TTS, TTS_BACKENDS
 
 if TYPE_CHECKING:
     from bots.base import ChatAdapter
+    from bots.discord.features import DiscordFeature
 
 
 def build_tts(settings: Settings, secrets: Secrets) -> TTS:
@@ -339,7 +340,7 @@ def build_console_adapter(settings: Settings, secrets: Secrets) -> ChatAdapter:
 
 
 def build_discord_adapter(
-    settings: Settings, secrets: Secrets, *, features: Sequence[Any] = ()
+    settings: Settings, secrets: Secrets, *, features: Sequence[DiscordFeature] = ()
 ) -> ChatAdapter:
     """The Discord adapter as ``[discord]`` configures it, with DISCORD_TOKEN (not connected).
 

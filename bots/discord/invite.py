@@ -34,3 +34,31 @@ def invite_url(application_id: int, *, guild_id: int | None = None) -> str:
     return discord.utils.oauth_url(
         application_id, permissions=permissions(), guild=guild, scopes=SCOPES
     )
+
+
+async def application_id(token: str) -> int:
+    """The application id of the bot whose token this is, read over REST (nothing changes).
+
+    Raises :class:`~bots.base.AdapterUnavailable` when Discord refuses the token or cannot be
+    reached."""
+    import aiohttp
+
+    from bots.base import AdapterUnavailable
+
+    client = discord.Client(intents=discord.Intents.none())
+    try:
+        await client.login(token)
+    except discord.LoginFailure as err:
+        raise AdapterUnavailable(
+            "Discord refused DISCORD_TOKEN: copy a fresh token from the Developer Portal "
+            "(your application -> Bot -> Reset Token) into .env"
+        ) from err
+    except (aiohttp.ClientError, OSError, discord.HTTPException) as err:
+        raise AdapterUnavailable(
+            f"Discord cannot be reached ({type(err).__name__}); try again, or pass --client-id"
+        ) from err
+    finally:
+        await client.close()
+    if client.application_id is None:
+        raise AdapterUnavailable("Discord did not say which application this token belongs to")
+    return client.application_id
