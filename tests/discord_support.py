@@ -324,7 +324,10 @@ class FakeDiscord:
     @web.middleware
     async def _record(self, request: web.Request, handler: Any) -> web.StreamResponse:
         # Interaction callbacks and follow-ups authenticate by their token in the path.
-        by_token = request.path.startswith(("/api/v10/webhooks/", "/api/v10/interactions/"))
+        # The gateway checks the token in IDENTIFY, not in the HTTP upgrade.
+        by_token = request.path.startswith(
+            ("/api/v10/webhooks/", "/api/v10/interactions/", "/gateway")
+        )
         if not by_token and request.headers.get("Authorization") != f"Bot {self.valid_token}":
             return _error(401, 0, "401: Unauthorized")
         self.requests.append(f"{request.method} {request.path}")
@@ -564,3 +567,58 @@ class RecordingListener:
         if self.inner:
             return await self.inner.control(command)  # type: ignore[no-any-return]
         return Admission(accepted=False, reason="command", detail=f"did {command.name}")
+
+
+# -- the gateway ---------------------------------------------------------------------------------
+
+
+@dataclass(kw_only=True)
+class FakeGateway:
+    """Discord's gateway on a local WebSocket: HELLO, IDENTIFY -> READY and GUILD_CREATE, then
+    the events a test dispatches. ``close_code`` closes the socket after IDENTIFY instead (4014:
+    a privileged intent the application may not use)."""
+
+    close_code: int | None = None
+    identify: dict[str, Any] | None = None
+    identified: asyncio.Event = field(default_factory=asyncio.Event)
+    _socket: web.WebSocketResponse | None = None
+    _sequence: int = 0
+
+    def add_to(self, app: web.Application) -> None:
+        app.router.add_get("/gateway", self._serve)
+
+    async def dispatch(self, event: str, data: dict[str, Any]) -> None:
+        assert self._socket is not None, "no client identified yet"
+        self._sequence += 1
+        await self._socket.send_json({"op": 0, "t": event, "s": self._sequence, "d": data})
+
+    async def _serve(self, request: web.Request) -> web.WebSocketResponse:
+        socket = web.WebSocketResponse()
+        await socket.prepare(request)
+        await socket.send_json({"op": 10, "d": {"heartbeat_interval": 45000}, "s": None, "t": None})
+        async for message in socket:
+            data = json.loads(message.data)
+            if data["op"] == 1:  # heartbeat
+                await socket.send_json({"op": 11, "d": None, "s": None, "t": None})
+            elif data["op"] == 2:  # identify
+                self.identify = data["d"]
+                if self.close_code is not None:
+                    await socket.close(code=self.close_code, message=b"Disallowed intent(s).")
+                    break
+                self._socket = socket
+                await self.dispatch(
+                    "READY",
+                    {
+                        "v": 10,
+                        "user": USERS[BOT_ID],
+                        "guilds": [{"id": str(GUILD_ID), "unavailable": True}],
+                        "session_id": "session-1",
+                        "resume_gateway_url": str(request.url),
+                        "application": {"id": str(APP_ID), "flags": 1 << 18},
+                        "private_channels": [],
+                        "relationships": [],
+                    },
+                )
+                await self.dispatch("GUILD_CREATE", guild_payload())
+                self.identified.set()
+        return socket

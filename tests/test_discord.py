@@ -13,6 +13,7 @@ from typing import Any
 import discord
 import numpy as np
 import pytest
+from yarl import URL
 
 from bots.discord.adapter import DiscordAdapter, DiscordOptions, LipcastClient
 from bots.discord.commands import PersonaChoice
@@ -33,6 +34,7 @@ from tests.discord_support import (
     TOKEN,
     AdapterSink,
     FakeDiscord,
+    FakeGateway,
     RecordingListener,
     guild_payload,
     interaction_payload,
@@ -45,10 +47,23 @@ PERSONAS = (PersonaChoice(id="cohost", label="Cohost"), PersonaChoice(id="teache
 
 
 @pytest.fixture
-async def fake_discord(serve_app: ServeApp, monkeypatch: pytest.MonkeyPatch) -> FakeDiscord:
+async def gateway() -> FakeGateway:
+    return FakeGateway()
+
+
+@pytest.fixture
+async def fake_discord(
+    serve_app: ServeApp, monkeypatch: pytest.MonkeyPatch, gateway: FakeGateway
+) -> FakeDiscord:
     fake = FakeDiscord()
-    base = await serve_app(fake.app())
+    app = fake.app()
+    gateway.add_to(app)
+    base = await serve_app(app)
     monkeypatch.setattr(discord.http.Route, "BASE", f"{base}/api/v10")
+    ws_base = base.replace("http://", "ws://")
+    monkeypatch.setattr(
+        discord.gateway.DiscordWebSocket, "DEFAULT_GATEWAY", URL(f"{ws_base}/gateway")
+    )
     return fake
 
 
@@ -110,6 +125,57 @@ async def session(
 
 def clip_message(fake: FakeDiscord) -> Any:
     return next(sent for sent in fake.sent if sent.files)
+
+
+# -- connecting ------------------------------------------------------------------------------
+
+
+async def test_run_joins_discord_and_answers(
+    fake_discord: FakeDiscord, gateway: FakeGateway
+) -> None:
+    adapter = DiscordAdapter(token=TOKEN, options=DiscordOptions(guilds=(GUILD_ID,)))
+    async with running_pipeline(handler=render_handler()) as pipeline:
+        pipeline.conversation.sinks.append(AdapterSink(adapter))
+        turns = asyncio.create_task(pipeline.conversation.run(), name="test-turns")
+        running = asyncio.create_task(adapter.run(pipeline.conversation), name="test-discord")
+        try:
+            await asyncio.wait_for(gateway.identified.wait(), 10)
+            question = message_payload(f"{MENTION} Bonjour!", mentions=(BOT_ID,))
+            await gateway.dispatch("MESSAGE_CREATE", question)
+            await fake_discord.wait_for(lambda: any(sent.files for sent in fake_discord.sent))
+        finally:
+            await adapter.stop()
+            await asyncio.wait_for(running, 10)  # stop() ends run()
+            await pipeline.conversation.close()
+            await asyncio.gather(turns, return_exceptions=True)
+
+    assert gateway.identify is not None and gateway.identify["token"] == TOKEN
+    assert gateway.identify["intents"] & discord.Intents(message_content=True).value
+    assert fake_discord.sent[0].reference == int(question["id"])
+    assert "Bonjour" in fake_discord.sent[0].content
+
+
+async def test_a_refused_intent_ends_run_with_the_fix_in_one_line(
+    fake_discord: FakeDiscord, gateway: FakeGateway
+) -> None:
+    from bots.base import AdapterUnavailable
+
+    gateway.close_code = 4014
+    adapter = DiscordAdapter(token=TOKEN, options=DiscordOptions(sync_commands=False))
+    with pytest.raises(AdapterUnavailable) as caught:
+        await asyncio.wait_for(adapter.run(RecordingListener()), 10)
+    assert "Message Content Intent" in str(caught.value) and "replies = false" in str(caught.value)
+    assert "\n" not in str(caught.value) and TOKEN not in str(caught.value)
+
+
+async def test_a_refused_token_ends_run_with_the_fix(fake_discord: FakeDiscord) -> None:
+    from bots.base import AdapterUnavailable
+
+    fake_discord.valid_token = "another-token"
+    adapter = DiscordAdapter(token=TOKEN)
+    with pytest.raises(AdapterUnavailable, match="Reset Token") as caught:
+        await asyncio.wait_for(adapter.run(RecordingListener()), 10)
+    assert TOKEN not in str(caught.value)
 
 
 # -- questions in ------------------------------------------------------------------------------
