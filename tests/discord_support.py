@@ -24,9 +24,6 @@ from typing import Any
 
 from aiohttp import web
 
-from bots.discord.adapter import DiscordAdapter
-from pipeline.clips import Clip, Reply, TurnInfo
-from pipeline.conversation.turns import ClipSink, TurnReport
 from pipeline.utterance import Admission, Control, Utterance
 
 BOT_ID = 900000000000000001
@@ -507,40 +504,6 @@ def _json(data: Any, *, status: int = 200) -> web.Response:
 
 def _error(status: int, code: int, message: str) -> web.Response:
     return _json({"code": code, "message": message}, status=status)
-
-
-# -- the router's part, as far as Discord sees it ----------------------------------------------
-
-
-class AdapterSink(ClipSink):
-    """Hands an adapter what the reply router hands it: ``replying`` when a turn starts, each
-    clip to ``play``, and at the end the :class:`Reply` with all its clips to ``deliver``."""
-
-    def __init__(self, adapter: DiscordAdapter) -> None:
-        self.adapter = adapter
-        self._clips: dict[str, list[Clip]] = {}
-        self.delivered: list[Reply] = []
-
-    async def turn_started(self, turn: TurnInfo) -> None:
-        self._clips[turn.turn_id] = []
-        await self.adapter.replying(turn.utterance)
-
-    async def clip_ready(self, clip: Clip) -> bool:
-        self._clips.setdefault(clip.turn.turn_id, []).append(clip)
-        await self.adapter.play(clip)
-        return True
-
-    async def turn_ended(self, turn: TurnInfo, report: TurnReport) -> None:
-        reply = Reply(
-            utterance=turn.utterance,
-            turn_id=turn.turn_id,
-            text=report.spoken_text,
-            persona_name=turn.persona_name,
-            outcome=report.outcome,
-            clips=tuple(self._clips.pop(turn.turn_id, [])),
-        )
-        self.delivered.append(reply)
-        await self.adapter.deliver(reply)
 
 
 @dataclass(kw_only=True)

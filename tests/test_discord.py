@@ -1,6 +1,7 @@
 """The Discord adapter, end to end: gateway payloads through discord.py's own parsers into the
-real conversation (real queue, worker, eSpeak and sprite renderer), replies out through
-discord.py's HTTP client to a local server that plays Discord's REST API."""
+real router and conversations (real queue, worker, eSpeak and sprite renderer, a language model
+behind a local OpenAI-compatible server), replies out through the real reply sinks and
+discord.py's HTTP client to a local server that plays Discord's REST API and gateway."""
 
 from __future__ import annotations
 
@@ -18,11 +19,11 @@ from yarl import URL
 from bots.discord.adapter import DiscordAdapter, DiscordOptions, LipcastClient
 from bots.discord.commands import PersonaChoice
 from lipcast.config import RenderSettings, Secrets, Settings
-from lipcast.wiring import build_job_handler
+from lipcast.wiring import build_job_handler, routes_from_settings
 from pipeline.conversation.filters import FilterRules
-from pipeline.conversation.turns import Conversation
+from pipeline.sinks.replies import ReplySink
 from tests.conftest import ServeApp
-from tests.conversation_support import OPEN_RULES, Pipeline, running_pipeline
+from tests.conversation_support import running_pipeline
 from tests.discord_support import (
     ADA_ID,
     BOT_ID,
@@ -32,7 +33,6 @@ from tests.discord_support import (
     MOD_ID,
     OTHER_BOT_ID,
     TOKEN,
-    AdapterSink,
     FakeDiscord,
     FakeGateway,
     RecordingListener,
@@ -40,10 +40,14 @@ from tests.discord_support import (
     interaction_payload,
     message_payload,
 )
-from tests.media import decode_audio, probe
+from tests.media import decode_audio, decode_frames, probe
+from tests.openai_stub import OpenAIStub, last_user_text
+from tests.platform_support import Platform, echo_reply, running_router, stub_llm
 
 MENTION = f"<@{BOT_ID}>"
 PERSONAS = (PersonaChoice(id="cohost", label="Cohost"), PersonaChoice(id="teacher", label="Mira"))
+# The routes lipcast uses when bot.toml has none: each DM and each channel a conversation.
+ROUTES = routes_from_settings(Settings())
 
 
 @pytest.fixture
@@ -67,6 +71,14 @@ async def fake_discord(
     return fake
 
 
+@pytest.fixture
+async def model() -> AsyncIterator[OpenAIStub]:
+    stub = OpenAIStub(reply=echo_reply, tokens_per_s=2000)
+    await stub.start()
+    yield stub
+    await stub.close()
+
+
 def render_handler() -> Any:
     """The real render handler (eSpeak, sprite, H.264/AAC), small frames to keep tests quick."""
     settings = Settings(render=RenderSettings(size=192, fps=20, preset="ultrafast"))
@@ -78,12 +90,8 @@ class Session:
     fake: FakeDiscord
     adapter: DiscordAdapter
     client: LipcastClient
-    pipeline: Pipeline
-    sink: AdapterSink
-
-    @property
-    def conversation(self) -> Conversation:
-        return self.pipeline.conversation
+    platform: Platform
+    listener: RecordingListener  # records what reaches the router, and passes it on
 
     def message(self, payload: dict[str, Any]) -> dict[str, Any]:
         """MESSAGE_CREATE from the gateway."""
@@ -96,61 +104,67 @@ class Session:
         self.client._connection.parse_interaction_create(payload)  # type: ignore[arg-type]
         return payload
 
+    def heard(self, trigger: str) -> Any:
+        return next(u for u in self.listener.heard if u.trigger == trigger)
+
 
 @contextlib.asynccontextmanager
 async def session(
-    fake: FakeDiscord,
-    *,
-    options: DiscordOptions | None = None,
-    rules: FilterRules = OPEN_RULES,
-    llm: Any = None,
+    fake: FakeDiscord, model: OpenAIStub, *, options: DiscordOptions | None = None
 ) -> AsyncIterator[Session]:
-    """The adapter logged in to the fake Discord, on a running conversation."""
+    """The adapter logged in to the fake Discord, talking to the real router."""
     adapter = DiscordAdapter(
         token=TOKEN, options=options or DiscordOptions(guilds=(GUILD_ID,), personas=PERSONAS)
     )
-    async with running_pipeline(handler=render_handler(), rules=rules, llm=llm) as pipeline:
-        sink = AdapterSink(adapter)
-        pipeline.conversation.sinks.append(sink)
-        turns = asyncio.create_task(pipeline.conversation.run(), name="test-turns")
-        client = await adapter.login(pipeline.conversation)
+    llm = stub_llm(model.base_url)
+    async with contextlib.AsyncExitStack() as stack:
+        stack.push_async_callback(llm.aclose)
+        platform = await stack.enter_async_context(
+            running_router(ROUTES, [adapter], handler=render_handler(), llm=llm)
+        )
+        listener = RecordingListener(inner=platform.router)
+        client = await adapter.login(listener)
         client._connection._add_guild_from_data(guild_payload())  # type: ignore[arg-type]
         try:
-            yield Session(fake, adapter, client, pipeline, sink)
+            yield Session(fake, adapter, client, platform, listener)
         finally:
             await client.close()
-            await pipeline.conversation.close()
-            await asyncio.gather(turns, return_exceptions=True)
 
 
 def clip_message(fake: FakeDiscord) -> Any:
     return next(sent for sent in fake.sent if sent.files)
 
 
+def clips_sent(fake: FakeDiscord) -> int:
+    return sum(1 for sent in fake.sent if sent.files)
+
+
 # -- connecting ------------------------------------------------------------------------------
 
 
 async def test_run_joins_discord_and_answers(
-    fake_discord: FakeDiscord, gateway: FakeGateway
+    fake_discord: FakeDiscord, gateway: FakeGateway, model: OpenAIStub
 ) -> None:
     adapter = DiscordAdapter(token=TOKEN, options=DiscordOptions(guilds=(GUILD_ID,)))
-    async with running_pipeline(handler=render_handler()) as pipeline:
-        pipeline.conversation.sinks.append(AdapterSink(adapter))
-        turns = asyncio.create_task(pipeline.conversation.run(), name="test-turns")
-        running = asyncio.create_task(adapter.run(pipeline.conversation), name="test-discord")
+    llm = stub_llm(model.base_url)
+    async with contextlib.AsyncExitStack() as stack:
+        stack.push_async_callback(llm.aclose)
+        platform = await stack.enter_async_context(
+            running_router(ROUTES, [adapter], handler=render_handler(), llm=llm)
+        )
+        running = asyncio.create_task(adapter.run(platform.router), name="test-discord")
         try:
             await asyncio.wait_for(gateway.identified.wait(), 10)
             question = message_payload(f"{MENTION} Bonjour!", mentions=(BOT_ID,))
             await gateway.dispatch("MESSAGE_CREATE", question)
-            await fake_discord.wait_for(lambda: any(sent.files for sent in fake_discord.sent))
+            await fake_discord.wait_for(lambda: clips_sent(fake_discord) == 1)
         finally:
             await adapter.stop()
             await asyncio.wait_for(running, 10)  # stop() ends run()
-            await pipeline.conversation.close()
-            await asyncio.gather(turns, return_exceptions=True)
 
     assert gateway.identify is not None and gateway.identify["token"] == TOKEN
     assert gateway.identify["intents"] & discord.Intents(message_content=True).value
+    assert fake_discord.synced[str(GUILD_ID)]
     assert fake_discord.sent[0].reference == int(question["id"])
     assert "Bonjour" in fake_discord.sent[0].content
 
@@ -181,8 +195,10 @@ async def test_a_refused_token_ends_run_with_the_fix(fake_discord: FakeDiscord) 
 # -- questions in ------------------------------------------------------------------------------
 
 
-async def test_login_syncs_the_commands_to_the_configured_server(fake_discord: FakeDiscord) -> None:
-    async with session(fake_discord):
+async def test_login_syncs_the_commands_to_the_configured_server(
+    fake_discord: FakeDiscord, model: OpenAIStub
+) -> None:
+    async with session(fake_discord, model):
         names = fake_discord.synced[str(GUILD_ID)]
     assert set(names) == {
         "ask",
@@ -197,11 +213,13 @@ async def test_login_syncs_the_commands_to_the_configured_server(fake_discord: F
     assert "global" not in fake_discord.synced
 
 
-async def test_a_mention_is_answered_with_text_then_one_clip(fake_discord: FakeDiscord) -> None:
-    async with session(fake_discord) as s:
+async def test_a_mention_is_answered_with_text_then_one_clip(
+    fake_discord: FakeDiscord, model: OpenAIStub
+) -> None:
+    async with session(fake_discord, model) as s:
         question = s.message(message_payload(f"{MENTION} What is a verb?", mentions=(BOT_ID,)))
-        await fake_discord.wait_for(lambda: any(sent.files for sent in fake_discord.sent))
-        utterance = s.sink.delivered[0].utterance
+        await fake_discord.wait_for(lambda: clips_sent(fake_discord) == 1)
+        utterance = s.heard("mention")
 
     assert utterance.platform == "discord"
     assert utterance.channel == str(CHANNEL_ID) and utterance.guild == str(GUILD_ID)
@@ -213,63 +231,73 @@ async def test_a_mention_is_answered_with_text_then_one_clip(fake_discord: FakeD
 
     text, clip = fake_discord.sent
     assert text.where == f"channel:{CHANNEL_ID}" and text.reference == int(question["id"])
-    assert "What is a verb?" in text.content  # read aloud: no language model configured
+    assert (
+        text.content == "You asked about What is a verb. That is all I know about What is a verb."
+    )
     assert clip.content == "" and [name for name, _ in clip.files] == ["reply.mp4"]
-    info = probe(clip.files[0][1])
+    assert clip.reference == int(question["id"])
+    info = probe(clip.files[0][1])  # both sentences in one clip, picture and sound in step
     assert info.video_codec == "h264" and info.audio_codec == "aac"
-    assert info.audio_seconds > 1.0 and abs(info.video_seconds - info.audio_seconds) < 0.3
+    assert info.audio_seconds > 2.0 and abs(info.video_seconds - info.audio_seconds) < 0.3
     assert CHANNEL_ID in fake_discord.typing  # typing while the clip was made
     assert fake_discord.rejected == []
 
 
 async def test_a_reply_to_the_bot_and_a_direct_message_are_questions(
-    fake_discord: FakeDiscord,
+    fake_discord: FakeDiscord, model: OpenAIStub
 ) -> None:
-    async with session(fake_discord) as s:
+    async with session(fake_discord, model) as s:
         earlier = message_payload("Hello, I am the persona.", author=BOT_ID)
         reply = s.message(message_payload("Tell me more", replying_to=earlier))
         s.message(message_payload("Are you there?", direct=True))
-        await fake_discord.wait_for(lambda: len([x for x in fake_discord.sent if x.files]) == 2)
-        delivered = {reply.utterance.trigger: reply.utterance for reply in s.sink.delivered}
+        await fake_discord.wait_for(lambda: clips_sent(fake_discord) == 2)
+        answered, direct = s.heard("reply"), s.heard("direct")
+        conversations = len(s.platform.router.conversations)
 
-    assert delivered["reply"].message_id == reply["id"]
-    assert delivered["reply"].text == "Tell me more"
-    direct = delivered["direct"]
+    assert answered.message_id == reply["id"] and answered.text == "Tell me more"
     assert direct.direct and direct.guild is None and direct.channel == str(DM_CHANNEL_ID)
     assert direct.channel_name == "DM with Ada"
     places = {sent.where for sent in fake_discord.sent}
     assert places == {f"channel:{CHANNEL_ID}", f"channel:{DM_CHANNEL_ID}"}
+    assert conversations == 2  # the channel's and Ada's own, answering at the same time
 
 
 async def test_other_bots_and_messages_not_for_the_persona_are_ignored(
-    fake_discord: FakeDiscord,
+    fake_discord: FakeDiscord, model: OpenAIStub
 ) -> None:
-    async with session(fake_discord) as s:
+    async with session(fake_discord, model) as s:
         s.message(message_payload(f"{MENTION} I am a bot", author=OTHER_BOT_ID, mentions=(BOT_ID,)))
         s.message(message_payload("just chatting with friends"))
         s.message(message_payload(f"{MENTION} my own echo", author=BOT_ID, mentions=(BOT_ID,)))
         s.message(message_payload(f"{MENTION}", mentions=(BOT_ID,)))  # nothing to answer
         s.message(message_payload(f"{MENTION} the real question", mentions=(BOT_ID,)))
-        await fake_discord.wait_for(lambda: any(sent.files for sent in fake_discord.sent))
-        asked = [reply.utterance.text for reply in s.sink.delivered]
+        await fake_discord.wait_for(lambda: clips_sent(fake_discord) == 1)
+        asked = [utterance.text for utterance in s.listener.heard]
 
     assert asked == ["the real question"]
     assert fake_discord.reactions == []
+    assert len(model.requests) == 1
 
 
-async def test_a_2000_character_question_is_cut_and_answered(fake_discord: FakeDiscord) -> None:
+async def test_a_2000_character_question_is_cut_and_answered(
+    fake_discord: FakeDiscord, model: OpenAIStub
+) -> None:
     long_question = ("Warum ist die Grammatik so schwer? " * 60)[: 2000 - len(MENTION) - 1]
-    async with session(fake_discord, options=DiscordOptions(clips=False)) as s:
+    async with session(fake_discord, model, options=DiscordOptions(clips=False)) as s:
         s.message(message_payload(f"{MENTION} {long_question}", mentions=(BOT_ID,)))
         await fake_discord.wait_for(lambda: len(fake_discord.sent) == 1)
-        heard = s.sink.delivered[0].utterance
+        heard = s.heard("mention")
 
-    assert heard.text == long_question.strip()  # the whole question reaches the pipeline
-    assert len(fake_discord.sent[0].content) < 400  # whose filter cut it (chat max_chars)
+    assert heard.text == long_question.strip()  # the whole question reaches the pipeline ...
+    asked = last_user_text(model.requests[0]["messages"])
+    assert "Warum ist die Grammatik" in asked and len(asked) < 400  # ... whose filter cuts it
+    assert fake_discord.sent[0].content.startswith("You asked about")
     assert fake_discord.rejected == []
 
 
 async def test_a_long_reply_is_split_at_2000_characters(fake_discord: FakeDiscord) -> None:
+    from pipeline.clips import Reply
+
     listener = RecordingListener()
     adapter = DiscordAdapter(token=TOKEN, options=DiscordOptions(sync_commands=False))
     client = await adapter.login(listener)
@@ -280,8 +308,6 @@ async def test_a_long_reply_is_split_at_2000_characters(fake_discord: FakeDiscor
         await asyncio.wait_for(listener.arrived.wait(), 5)
         sentence = "Das ist ein langer Satz über die deutsche Grammatik und ihre Regeln. "
         text = (sentence * 70).strip()  # about 4,800 characters
-        from pipeline.clips import Reply
-
         await adapter.deliver(
             Reply(
                 utterance=listener.heard[0],
@@ -304,47 +330,60 @@ async def test_a_long_reply_is_split_at_2000_characters(fake_discord: FakeDiscor
 
 
 async def test_slash_ask_defers_then_follows_up_with_text_and_clip(
-    fake_discord: FakeDiscord,
+    fake_discord: FakeDiscord, model: OpenAIStub
 ) -> None:
-    async with session(fake_discord) as s:
+    async with session(fake_discord, model) as s:
         payload = s.interaction(interaction_payload("ask", {"question": "Wie sagt man hello?"}))
-        await fake_discord.wait_for(lambda: any(sent.files for sent in fake_discord.sent))
-        utterance = s.sink.delivered[0].utterance
+        await fake_discord.wait_for(lambda: clips_sent(fake_discord) == 1)
+        utterance = s.heard("slash")
 
     assert fake_discord.callbacks[0]["type"] == 5  # deferred: answered within three seconds
-    assert utterance.trigger == "slash" and utterance.text == "Wie sagt man hello?"
+    assert utterance.text == "Wie sagt man hello?" and utterance.user == str(ADA_ID)
     assert utterance.channel == str(CHANNEL_ID) and utterance.guild == str(GUILD_ID)
     token = payload["token"]
     assert [sent.where for sent in fake_discord.sent] == [f"followup:{token}"] * 2
+    assert "Wie sagt man hello" in fake_discord.sent[0].content
     assert not any(sent.ephemeral for sent in fake_discord.sent)
     assert fake_discord.typing == []  # the deferred 'thinking' shows instead
 
 
-async def test_slash_persona_with_a_language_reaches_the_listener(
-    fake_discord: FakeDiscord,
-) -> None:
-    async with session(fake_discord) as s:
-        listener = RecordingListener(inner=s.conversation)
-        s.client.tree.clear_commands(guild=None)
-        from bots.discord.adapter import _SlashCommands
-        from bots.discord.commands import add_commands
+def _background(clip: bytes) -> tuple[int, ...]:
+    """The colour of a clip's first frame at its top-left corner: the persona's background."""
+    frame = decode_frames(clip)[0]
+    return tuple(int(v) for v in frame[4, 4])
 
-        add_commands(s.client.tree, _SlashCommands(s.adapter, listener), PERSONAS)
+
+async def test_a_persona_switch_in_the_middle_of_a_conversation(
+    fake_discord: FakeDiscord, model: OpenAIStub
+) -> None:
+    async with session(fake_discord, model) as s:
+        s.message(message_payload(f"{MENTION} What is a noun?", mentions=(BOT_ID,)))
+        await fake_discord.wait_for(lambda: clips_sent(fake_discord) == 1)
         s.interaction(
             interaction_payload("persona", {"name": "teacher", "language": "de"}, user=MOD_ID)
         )
-        await fake_discord.wait_for(lambda: len(fake_discord.sent) == 1)
+        await fake_discord.wait_for(lambda: len(fake_discord.sent) == 3)
+        s.message(message_payload(f"{MENTION} Was ist ein Verb?", mentions=(BOT_ID,)))
+        await fake_discord.wait_for(lambda: clips_sent(fake_discord) == 2)
+        conversations = s.platform.router.conversations
 
-    (command,) = listener.controls
+    (command,) = s.listener.controls
     assert command.name == "persona" and command.argument == "teacher de"
     assert command.origin.moderator and command.origin.user == str(MOD_ID)
-    assert fake_discord.callbacks[0]["type"] == 5
-    assert fake_discord.callbacks[0]["data"]["flags"] & 64  # private
-    assert fake_discord.sent[0].ephemeral
+    assert fake_discord.callbacks[0]["data"]["flags"] & 64  # deferred privately
+    note = fake_discord.sent[2]
+    assert note.ephemeral and note.content == "now Mira (de)"
+    before, after = (model.requests[0]["messages"], model.requests[1]["messages"])
+    assert "Mira" not in before[0]["content"] and "Mira" in after[0]["content"]
+    assert len(conversations) == 1  # the channel's one conversation goes on, with Mira
+    first, second = (sent.files[0][1] for sent in fake_discord.sent if sent.files)
+    assert _background(first) != _background(second)  # the teacher's own picture
 
 
-async def test_a_viewer_may_not_skip_and_is_told_privately(fake_discord: FakeDiscord) -> None:
-    async with session(fake_discord) as s:
+async def test_a_viewer_may_not_skip_and_is_told_privately(
+    fake_discord: FakeDiscord, model: OpenAIStub
+) -> None:
+    async with session(fake_discord, model) as s:
         s.interaction(interaction_payload("skip"))
         await fake_discord.wait_for(lambda: len(fake_discord.sent) == 1)
     (note,) = fake_discord.sent
@@ -352,16 +391,17 @@ async def test_a_viewer_may_not_skip_and_is_told_privately(fake_discord: FakeDis
 
 
 async def test_language_and_forget_go_to_the_viewers_conversation(
-    fake_discord: FakeDiscord,
+    fake_discord: FakeDiscord, model: OpenAIStub
 ) -> None:
-    async with session(fake_discord) as s:
-        s.interaction(interaction_payload("language", {"code": "fr"}))
+    async with session(fake_discord, model) as s:
+        s.interaction(interaction_payload("language", {"code": "fr"}, direct=True))
         await fake_discord.wait_for(lambda: len(fake_discord.sent) == 1)
-        s.interaction(interaction_payload("forget"))
+        s.interaction(interaction_payload("forget", direct=True))
         await fake_discord.wait_for(lambda: len(fake_discord.sent) == 2)
     language, forget = fake_discord.sent
     assert language.ephemeral and "speaks en" in language.content  # cohost speaks English only
     assert forget.ephemeral and "forgot" in forget.content
+    assert [command.origin.direct for command in s.listener.controls] == [True, True]
 
 
 # -- refusals ------------------------------------------------------------------------------------
@@ -369,19 +409,36 @@ async def test_language_and_forget_go_to_the_viewers_conversation(
 
 async def test_refusals_are_a_reaction_or_a_private_note(fake_discord: FakeDiscord) -> None:
     rules = FilterRules(max_chars=300, user_cooldown_s=600, global_per_minute=1000)
-    async with session(fake_discord, rules=rules, options=DiscordOptions(clips=False)) as s:
-        s.message(message_payload(f"{MENTION} first question", mentions=(BOT_ID,)))
-        await fake_discord.wait_for(lambda: len(fake_discord.sent) == 1)
-        second = s.message(message_payload(f"{MENTION} second question", mentions=(BOT_ID,)))
-        await fake_discord.wait_for(lambda: len(fake_discord.reactions) == 1)
-        payload = s.interaction(interaction_payload("ask", {"question": "third question"}))
-        await fake_discord.wait_for(lambda: len(fake_discord.sent) == 2)
+    adapter = DiscordAdapter(token=TOKEN, options=DiscordOptions(clips=False))
+    async with running_pipeline(handler=render_handler(), rules=rules) as pipeline:
+        conversation = pipeline.conversation
+        conversation.sinks.append(ReplySink(adapter, read_aloud_replies=True))
+        turns = asyncio.create_task(conversation.run(), name="test-turns")
+        client = await adapter.login(conversation)
+        client._connection._add_guild_from_data(guild_payload())  # type: ignore[arg-type]
+        state = client._connection
+        try:
+            state.parse_message_create(  # type: ignore[arg-type]
+                message_payload(f"{MENTION} first question", mentions=(BOT_ID,))
+            )
+            await fake_discord.wait_for(lambda: len(fake_discord.sent) == 1)
+            second = message_payload(f"{MENTION} second question", mentions=(BOT_ID,))
+            state.parse_message_create(second)  # type: ignore[arg-type]
+            await fake_discord.wait_for(lambda: len(fake_discord.reactions) == 1)
+            payload = interaction_payload("ask", {"question": "third question"})
+            fake_discord.allow_interaction(payload)
+            state.parse_interaction_create(payload)  # type: ignore[arg-type]
+            await fake_discord.wait_for(lambda: len(fake_discord.sent) == 2)
+        finally:
+            await client.close()
+            await conversation.close()
+            await asyncio.gather(turns, return_exceptions=True)
 
     assert fake_discord.reactions == [(int(second["id"]), "\N{HOURGLASS WITH FLOWING SAND}")]
     note = fake_discord.sent[1]
     assert note.ephemeral and "cooldown" in note.content
     assert fake_discord.deleted_originals == [payload["token"]]  # no 'thinking' left behind
-    assert len(s.conversation.reports) == 1
+    assert len(conversation.reports) == 1
 
 
 # -- the clip and the upload limit ---------------------------------------------------------------
