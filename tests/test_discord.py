@@ -110,11 +110,17 @@ class Session:
 
 @contextlib.asynccontextmanager
 async def session(
-    fake: FakeDiscord, model: OpenAIStub, *, options: DiscordOptions | None = None
+    fake: FakeDiscord,
+    model: OpenAIStub,
+    *,
+    options: DiscordOptions | None = None,
+    features: tuple[Any, ...] = (),
 ) -> AsyncIterator[Session]:
     """The adapter logged in to the fake Discord, talking to the real router."""
     adapter = DiscordAdapter(
-        token=TOKEN, options=options or DiscordOptions(guilds=(GUILD_ID,), personas=PERSONAS)
+        token=TOKEN,
+        options=options or DiscordOptions(guilds=(GUILD_ID,), personas=PERSONAS),
+        features=features,
     )
     llm = stub_llm(model.base_url)
     async with contextlib.AsyncExitStack() as stack:
@@ -324,6 +330,46 @@ async def test_a_long_reply_is_split_at_2000_characters(fake_discord: FakeDiscor
     assert " ".join(pieces) == text
     assert all(piece.endswith(".") for piece in pieces)  # cut after a sentence
     assert fake_discord.sent[0].reference == int(question["id"])
+
+
+class VoiceLike:
+    """A feature as voice is one (bots.discord.features.DiscordFeature): its own command on
+    the adapter's tree, and the clips of every Discord reply."""
+
+    def __init__(self) -> None:
+        self.set_up_with: tuple[Any, ...] = ()
+        self.played: list[Any] = []
+
+    async def setup(self, client: Any, tree: Any, listener: Any) -> None:
+        self.set_up_with = (client, tree, listener)
+
+        async def join(interaction: discord.Interaction[discord.Client]) -> None:
+            await interaction.response.send_message("joined", ephemeral=True)
+
+        tree.add_command(
+            discord.app_commands.Command(name="join", description="Join", callback=join)
+        )
+
+    async def play(self, clip: Any) -> None:
+        self.played.append(clip)
+
+    async def close(self) -> None:
+        return None
+
+
+async def test_a_feature_adds_its_commands_and_gets_every_clip(
+    fake_discord: FakeDiscord, model: OpenAIStub
+) -> None:
+    voice = VoiceLike()
+    async with session(fake_discord, model, features=(voice,)) as s:
+        s.message(message_payload(f"{MENTION} What is a verb?", mentions=(BOT_ID,)))
+        await fake_discord.wait_for(lambda: clips_sent(fake_discord) == 1)
+        client, tree, listener = voice.set_up_with
+        assert client is s.client and tree is s.client.tree and listener is s.listener
+
+    assert "join" in fake_discord.synced[str(GUILD_ID)]  # synced with lipcast's own
+    assert [clip.seq for clip in voice.played] == [0, 1]  # both sentences, in order
+    assert all(clip.audio is not None for clip in voice.played)
 
 
 # -- slash commands ------------------------------------------------------------------------------

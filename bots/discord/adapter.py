@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 
 MIB = 1024 * 1024
 DM_UPLOAD_LIMIT = 10 * MIB  # what a bot may attach in a direct message
-TYPING_MAX_S = 120.0  # a turn that never delivers stops typing after this
+TYPING_MAX_S = 60.0  # a turn that ends without a reply to post stops typing after this
 INTERACTION_TTL_S = 14 * 60.0  # Discord keeps an interaction's follow-up token 15 minutes
 OWN_MESSAGES_KEPT = 2000  # the bot's recent message ids, to know replies to them
 LOGIN_RETRY_MAX_S = 60.0
