@@ -263,6 +263,7 @@ class Sent:
     reference: int | None  # the message it replies to
     files: list[tuple[str, bytes]]
     ephemeral: bool
+    allowed_mentions: dict[str, Any] | None = None  # whom Discord may ping
     edits: list[str] = field(default_factory=list)
 
 
@@ -410,6 +411,7 @@ class FakeDiscord:
             reference=int(reference["message_id"]) if reference.get("message_id") else None,
             files=files,
             ephemeral=bool((body.get("flags") or 0) & 64),
+            allowed_mentions=body.get("allowed_mentions"),
         )
         self.sent.append(sent)
         return _json(self._message_json(sent, channel_id))

@@ -242,6 +242,8 @@ async def test_a_mention_is_answered_with_text_then_one_clip(
     )
     assert clip.content == "" and [name for name, _ in clip.files] == ["reply.mp4"]
     assert clip.reference == int(question["id"])
+    for sent in (text, clip):  # only the viewer asking is pinged: never @everyone or a role
+        assert sent.allowed_mentions == {"parse": [], "replied_user": True}
     info = probe(clip.files[0][1])  # both sentences in one clip, picture and sound in step
     assert info.video_codec == "h264" and info.audio_codec == "aac"
     assert info.audio_seconds > 2.0 and abs(info.video_seconds - info.audio_seconds) < 0.3
@@ -389,6 +391,7 @@ async def test_slash_ask_defers_then_follows_up_with_text_and_clip(
     token = payload["token"]
     assert [sent.where for sent in fake_discord.sent] == [f"followup:{token}"] * 2
     assert "Wie sagt man hello" in fake_discord.sent[0].content
+    assert fake_discord.sent[0].allowed_mentions == {"parse": [], "replied_user": True}
     assert not any(sent.ephemeral for sent in fake_discord.sent)
     assert fake_discord.typing == []  # the deferred 'thinking' shows instead
 

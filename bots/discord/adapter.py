@@ -261,7 +261,7 @@ class DiscordAdapter(ChatAdapter):
         trigger: Trigger | None = question_trigger(
             message,
             me,
-            own_messages=set(self._own_messages),
+            own_messages=self._own_messages,
             mentions=options.mentions,
             replies=options.replies,
             direct_messages=options.direct_messages,

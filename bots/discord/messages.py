@@ -7,6 +7,7 @@ of the bot's messages. Messages of bots (the persona's own included) and webhook
 from __future__ import annotations
 
 import re
+from collections.abc import Container
 from typing import Literal
 
 import discord
@@ -22,7 +23,7 @@ def question_trigger(
     message: discord.Message,
     me: discord.ClientUser,
     *,
-    own_messages: set[int],
+    own_messages: Container[int],
     mentions: bool,
     replies: bool,
     direct_messages: bool,
@@ -39,7 +40,7 @@ def question_trigger(
     return None
 
 
-def _replies_to(message: discord.Message, me: discord.ClientUser, own: set[int]) -> bool:
+def _replies_to(message: discord.Message, me: discord.ClientUser, own: Container[int]) -> bool:
     reference = message.reference
     if reference is None or reference.message_id is None:
         return False
