@@ -121,7 +121,8 @@ async def test_without_a_token_lipcast_run_says_so_once_and_the_console_answers(
         code = await asyncio.wait_for(running, 30)
     assert code == 0
     err = capsys.readouterr().err
-    refused = [line for line in err.splitlines() if "discord" in line.lower()]
+    said = [line for line in err.splitlines() if line.startswith("lipcast:")]
+    refused = [line for line in said if "discord" in line.lower()]
     assert refused == [
         "lipcast: the discord adapter is off: Discord is enabled but DISCORD_TOKEN is not set: "
         'put the bot\'s token in .env (README: "Discord"), or set [discord] enabled = false'

@@ -12,7 +12,8 @@ from pydantic import SecretStr
 
 from bots.base import AdapterUnavailable
 from bots.discord.adapter import DiscordAdapter, DiscordOptions
-from lipcast.cli import main
+from lipcast.cli import Context, build_parser
+from lipcast.commands import discord as discord_command
 from lipcast.commands.doctor import _adapters
 from lipcast.config import DiscordSettings, Secrets, Settings
 from lipcast.wiring import build_discord_adapter
@@ -90,11 +91,13 @@ async def test_doctor_reports_the_discord_checks(fake_discord: FakeDiscord) -> N
 
 
 async def test_invite_prints_exactly_the_permissions_and_scopes(
-    fake_discord: FakeDiscord, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    fake_discord: FakeDiscord, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setenv("DISCORD_TOKEN", TOKEN)
-    monkeypatch.chdir("/tmp")  # no bot.toml or .env of the project
-    code = await asyncio.to_thread(main, ["discord", "invite"])
+    args = build_parser().parse_args(["discord", "invite"])
+    context = Context(
+        settings=Settings(), secrets=Secrets(discord_token=SecretStr(TOKEN)), config_path=None
+    )
+    code = await asyncio.to_thread(discord_command.run, args, context)
     assert code == 0
     url = capsys.readouterr().out.splitlines()[0]
     query = parse_qs(urlsplit(url).query)
