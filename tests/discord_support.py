@@ -282,6 +282,7 @@ class FakeDiscord:
     synced: dict[str, list[str]] = field(default_factory=dict)  # "global" or guild id -> names
     rejected: list[tuple[int, str]] = field(default_factory=list)  # status, what
     requests: list[str] = field(default_factory=list)
+    expired: set[str] = field(default_factory=set)  # interaction tokens Discord forgot
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     _interaction_limits: dict[str, int] = field(default_factory=dict)
 
@@ -479,6 +480,8 @@ class FakeDiscord:
 
     async def _callback(self, request: web.Request) -> web.Response:
         body = await request.json()
+        if request.match_info["token"] in self.expired:
+            return _error(404, 10062, "Unknown interaction")
         self.callbacks.append({"token": request.match_info["token"], **body})
         flags = (body.get("data") or {}).get("flags") or 0
         return _json(

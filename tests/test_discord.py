@@ -396,6 +396,19 @@ async def test_slash_ask_defers_then_follows_up_with_text_and_clip(
     assert fake_discord.typing == []  # the deferred 'thinking' shows instead
 
 
+async def test_a_slash_command_discord_has_forgotten_is_dropped(
+    fake_discord: FakeDiscord, model: OpenAIStub
+) -> None:
+    async with session(fake_discord, model) as s:
+        late = interaction_payload("ask", {"question": "too late"})
+        fake_discord.expired.add(late["token"])
+        s.interaction(late)
+        s.interaction(interaction_payload("ask", {"question": "in time"}))
+        await fake_discord.wait_for(lambda: clips_sent(fake_discord) == 1)
+    assert [utterance.text for utterance in s.listener.heard] == ["in time"]
+    assert not any(late["token"] in sent.where for sent in fake_discord.sent)
+
+
 def _background(clip: bytes) -> tuple[int, ...]:
     """The colour of a clip's first frame at its top-left corner: the persona's background."""
     frame = decode_frames(clip)[0]

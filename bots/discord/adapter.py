@@ -286,7 +286,8 @@ class DiscordAdapter(ChatAdapter):
     ) -> None:
         """``/ask``: deferred at once (Discord wants an answer within three seconds); the reply
         follows up on it. A refusal replaces the 'thinking' message with a private note."""
-        await interaction.response.defer(thinking=True)
+        if not await _defer(interaction, ephemeral=False):
+            return
         utterance = interaction_utterance(interaction, question)
         self._keep_interaction(utterance.id, interaction)
         admission = await listener.hear(utterance)
@@ -307,7 +308,8 @@ class DiscordAdapter(ChatAdapter):
         argument: str,
     ) -> None:
         """Every other slash command: deferred privately, run, answered privately."""
-        await interaction.response.defer(ephemeral=True, thinking=True)
+        if not await _defer(interaction, ephemeral=True):
+            return
         text = f"/{name} {argument}".strip()
         origin = interaction_utterance(interaction, text)
         admission = await listener.control(Control(name=name, origin=origin, argument=argument))
@@ -493,6 +495,21 @@ class _SlashCommands:
         self, interaction: discord.Interaction[discord.Client], name: ControlName, argument: str
     ) -> None:
         await self._adapter.command(self._listener, interaction, name, argument)
+
+
+async def _defer(interaction: discord.Interaction[discord.Client], *, ephemeral: bool) -> bool:
+    """Acknowledge a slash command at once ('thinking'); False when Discord no longer knows it
+    (it came in more than three seconds ago): then it is dropped, as Discord already told the
+    viewer it failed."""
+    try:
+        await interaction.response.defer(ephemeral=ephemeral, thinking=True)
+    except discord.NotFound:
+        log.warning(
+            "a /%s came too late to answer; dropped",
+            interaction.command.name if interaction.command else "command",
+        )
+        return False
+    return True
 
 
 def _refusal_note(admission: Admission) -> str:
