@@ -14,4 +14,11 @@ ADAPTERS: dict[str, BackendSpec] = {
         target="bots.console:ConsoleAdapter",
         description="chat typed in the terminal that runs lipcast",
     ),
+    "discord": BackendSpec(
+        target="bots.discord.adapter:DiscordAdapter",
+        requires=("discord", "nacl", "davey"),
+        package="discord.py[voice]",
+        extra="discord",
+        description="Discord: slash commands, mentions, replies and DMs; answers with a clip",
+    ),
 }

@@ -288,9 +288,29 @@ class TwitchSettings(_Section):
 
 
 class DiscordSettings(_Section):
-    """The Discord adapter (slash commands, mentions, DMs, voice)."""
+    """The Discord adapter (slash commands, mentions, DMs, voice); its token is DISCORD_TOKEN."""
 
     enabled: bool = False
+    # Servers (ids) whose slash commands are updated at once at start-up; empty: every server
+    # the bot is in, which Discord may take up to an hour to show.
+    guilds: list[str] = Field(default_factory=list)
+    sync_commands: bool = True  # register the slash commands with Discord at start-up
+    mentions: bool = True  # answer @mentions of the bot in server channels
+    replies: bool = True  # answer replies to its messages (needs the message content intent)
+    direct_messages: bool = True  # answer direct messages
+    clips: bool = True  # post the lip-synced video after the text
+    max_clip_mb: float = Field(default=10.0, gt=0, le=500)  # and at most the channel's limit
+
+    @field_validator("guilds")
+    @classmethod
+    def _check_guilds(cls, value: list[str]) -> list[str]:
+        for guild in value:
+            if not (guild.isdigit() and 15 <= len(guild) <= 21):
+                raise ValueError(
+                    f"{guild!r} is not a server id: expected digits such as "
+                    "'123456789012345678' (Discord: right-click the server -> Copy Server ID)"
+                )
+        return value
 
 
 class RouteSettings(_Section):

@@ -20,7 +20,7 @@ from lipsync.renderer import Renderer
 from obs_overlay.clip_store import ClipStore
 from obs_overlay.events import PageOptions
 from obs_overlay.server import OverlayError, OverlayServer, PlaybackCallback
-from personas import Persona, load_persona
+from personas import Persona, list_personas, load_persona
 from pipeline.backends import load_backend
 from pipeline.conversation.filters import ChatFilter, FilterRules
 from pipeline.conversation.memory import ViewerMemory
@@ -36,6 +36,7 @@ from pipeline.services.tts import TTS, TTS_BACKENDS
 
 if TYPE_CHECKING:
     from bots.base import ChatAdapter
+    from bots.discord.features import DiscordFeature
     from lipsync.atlas import Atlas
 
 
@@ -358,11 +359,51 @@ def build_console_adapter(settings: Settings, secrets: Secrets) -> ChatAdapter:
     return ConsoleAdapter(user=settings.console.user)
 
 
+def build_discord_adapter(
+    settings: Settings, secrets: Secrets, *, features: Sequence[DiscordFeature] = ()
+) -> ChatAdapter:
+    """The Discord adapter as ``[discord]`` configures it, with DISCORD_TOKEN (not connected).
+
+    ``features`` (voice) plug into its client. Raises :class:`AdapterUnavailable` when the
+    token is missing or discord.py is not installed, naming the fix.
+    """
+    from bots.base import AdapterUnavailable
+
+    token = secrets.discord_token.get_secret_value() if secrets.discord_token else ""
+    if not token.strip():
+        raise AdapterUnavailable(
+            "Discord is enabled but DISCORD_TOKEN is not set: put the bot's token in .env "
+            '(README: "Discord"), or set [discord] enabled = false'
+        )
+    from bots.discord.adapter import MIB, DiscordAdapter, DiscordOptions
+    from bots.discord.commands import PersonaChoice
+
+    config = settings.discord
+    choices = tuple(
+        PersonaChoice(id=persona.id, label=f"{persona.name} ({persona.id})")
+        for persona in list_personas(list(settings.persona.dirs))
+    )
+    options = DiscordOptions(
+        guilds=tuple(int(guild) for guild in config.guilds),
+        sync_commands=config.sync_commands,
+        mentions=config.mentions,
+        replies=config.replies,
+        direct_messages=config.direct_messages,
+        clips=config.clips,
+        max_clip_bytes=int(config.max_clip_mb * MIB),
+        clip_crf=settings.render.crf,
+        clip_preset=settings.render.preset,
+        personas=choices,
+    )
+    return DiscordAdapter(token=token, options=options, features=features)
+
+
 AdapterBuilder = Callable[["Settings", "Secrets"], "ChatAdapter"]
 
 # How each adapter in bots.ADAPTERS is built from its bot.toml section and the secrets.
 ADAPTER_BUILDERS: dict[str, AdapterBuilder] = {
     "console": build_console_adapter,
+    "discord": build_discord_adapter,
 }
 
 

@@ -15,4 +15,5 @@ COMMANDS: dict[str, str] = {
     "overlay": "lipcast.commands.overlay",
     "run": "lipcast.commands.run",
     "forget": "lipcast.commands.forget",
+    "discord": "lipcast.commands.discord",
 }
