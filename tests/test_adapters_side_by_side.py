@@ -88,3 +88,28 @@ def test_doctor_says_which_adapters_are_off() -> None:
     for name in ADAPTERS:
         if name != "console":
             assert found[f"adapter.{name}"].detail == f"off ([{name}] enabled = false)"
+
+
+def test_discord_without_its_token_is_one_line_and_the_console_still_answers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("DISCORD_TOKEN", raising=False)
+    monkeypatch.setattr(sys, "stdin", io.StringIO("ada: hello from the console\n/quit\n"))
+    settings = Settings.model_validate(
+        {
+            "discord": {"enabled": True},
+            "output": {"dir": str(tmp_path / "clips")},
+            "overlay": {"enabled": False},
+            "memory": {"enabled": False},
+        }
+    )
+    args = argparse.Namespace(persona=None, language=None, user=None, no_overlay=True)
+    context = Context(settings=settings, secrets=load_secrets(None), config_path=None)
+    assert run_command.run(args, context) == 0
+    out, err = capsys.readouterr()
+    discord_lines = [line for line in err.splitlines() if "discord adapter" in line]
+    assert len(discord_lines) == 1 and "DISCORD_TOKEN" in discord_lines[0]
+    assert "hello from the console" in out
+    found = {check.topic: check for check in doctor.checks(context)}
+    assert found["adapter.discord"].status == "FAIL"
+    assert "DISCORD_TOKEN" in found["adapter.discord"].detail

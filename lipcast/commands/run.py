@@ -264,17 +264,18 @@ async def _serve(
             if overlay is not None:
                 stack.push_async_callback(overlay.stop)
                 overlay_line = f"OBS Browser Source: {overlay.url}"
-        for sink in reply_sinks:
+        # The show's own sinks; every conversation shares the reply sinks. All are closed
+        # (what they hold handed on) after the conversations and before the overlay stops.
+        show_sinks: list[QueuedSink] = [QueuedSink(FolderSink(output), name="clip-folder")]
+        if overlay is not None:
+            show_sinks.append(QueuedSink(OverlaySink(overlay), name="overlay", on_stop=stage.stop))
+        for sink in [*reply_sinks, *show_sinks]:
             stack.push_async_callback(sink.aclose)
 
         def make_conversation(speaker: Persona, stage_name: Stage) -> Conversation:
             sinks: list[ClipSink] = list(reply_sinks)
             if stage_name == "stream":
-                sinks.append(QueuedSink(FolderSink(output), name="clip-folder"))
-                if overlay is not None:
-                    sinks.append(
-                        QueuedSink(OverlaySink(overlay), name="overlay", on_stop=stage.stop)
-                    )
+                sinks += show_sinks
             conversation = build_conversation(
                 settings,
                 secrets,

@@ -436,9 +436,10 @@ class Conversation:
         when nothing is shown) and nothing else; returns its turn id, None if there was none."""
         target: str | None = None
         for sink in self.sinks:
-            stopped = await _call_sink(sink.skip_on_air(), sink, "skip_on_air")
-            if isinstance(stopped, str):
-                target = stopped
+            try:
+                target = await sink.skip_on_air() or target
+            except Exception:
+                log.exception("sink %s failed in skip_on_air", type(sink).__name__)
         if target is None:
             target = self.current_turn
         if target is None:
@@ -456,8 +457,10 @@ class Conversation:
         on_air = self.on_air()
         dropped = self.clear()
         for sink in self.sinks:
-            waiting = await _call_sink(sink.clear_waiting(), sink, "clear_waiting")
-            dropped += waiting if isinstance(waiting, int) and not isinstance(waiting, bool) else 0
+            try:
+                dropped += await sink.clear_waiting()
+            except Exception:
+                log.exception("sink %s failed in clear_waiting", type(sink).__name__)
         current = self.current_turn
         if current is not None and current != on_air:
             for sink in self.sinks:
