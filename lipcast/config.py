@@ -246,16 +246,43 @@ class MemorySettings(_Section):
     max_viewers: int = Field(default=10_000, ge=1, le=10_000_000)  # the longest unseen go first
 
 
+class SafetyChannelSettings(_Section):
+    """What one channel changes about the blocked list (``[[safety.channels]]``)."""
+
+    platform: Literal["console", "twitch", "discord"]
+    channel: str = Field(min_length=1, max_length=100)  # a channel id or name
+    blocked_phrases: list[str] = Field(default_factory=list)  # blocked here too
+    unblocked: list[str] = Field(default_factory=list)  # default-list entries allowed here
+    allowed_words: list[str] = Field(default_factory=list)  # words never blocked here
+
+
 class SafetySettings(_Section):
     """On-air safety: what the persona must never say, and an optional moderation service."""
 
+    # the built-in list of slurs and worst insults, per language (glin-profanity's lists)
+    default_lists: list[str] = Field(default_factory=lambda: ["en", "de", "fr", "es"])
+    unblocked: list[str] = Field(default_factory=list)  # default-list entries you allow
+    allowed_words: list[str] = Field(default_factory=list)  # words never blocked ("cocktail")
     blocked_phrases: list[str] = Field(default_factory=list)  # added to the persona's own
+    private: list[str] = Field(default_factory=list)  # e-mail, names, address: never said
+    channels: list[SafetyChannelSettings] = Field(default_factory=list)
     moderation: bool = False  # check messages with the OpenAI moderation endpoint
     moderation_base_url: str = "https://api.openai.com/v1"
     moderation_model: str = "omni-moderation-latest"
     moderation_timeout_s: float = Field(default=5.0, gt=0, le=60)
     moderate_replies: bool = False  # also check every reply sentence (adds latency)
     moderation_fail_closed: bool = True  # moderation unreachable: the message is not answered
+
+    @field_validator("default_lists")
+    @classmethod
+    def _check_default_lists(cls, value: list[str]) -> list[str]:
+        from pipeline.conversation.safety.lexicon import GLIN_LANGUAGES
+
+        unknown = [code for code in value if code not in GLIN_LANGUAGES]
+        if unknown:
+            known = ", ".join(sorted(GLIN_LANGUAGES))
+            raise ValueError(f"no default list for {unknown}; expected some of {known}")
+        return value
 
 
 class PrioritySettings(_Section):

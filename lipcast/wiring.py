@@ -240,9 +240,19 @@ def build_llm(settings: Settings, secrets: Secrets) -> LLM | None:
     return llm
 
 
-def build_safety(settings: Settings, secrets: Secrets, persona: Persona) -> SafetyGuard:
-    """Blocked phrases of the persona and ``[safety]``, every secret, the optional moderator."""
+def build_safety(
+    settings: Settings,
+    secrets: Secrets,
+    persona: Persona,
+    *,
+    platform: str | None = None,
+    channel: str | None = None,
+) -> SafetyGuard:
+    """The built-in list, the blocked phrases and allowed words of ``[safety]``, the persona
+    and the channel (``[[safety.channels]]`` matching ``platform`` and ``channel``), every
+    secret and private detail, and the optional moderation layer."""
     config = settings.safety
+    spec = persona.spec.safety
     moderator = None
     if config.moderation:
         key = secrets.openai_api_key.get_secret_value() if secrets.openai_api_key else None
@@ -252,8 +262,29 @@ def build_safety(settings: Settings, secrets: Secrets, persona: Persona) -> Safe
             model=config.moderation_model,
             timeout_s=config.moderation_timeout_s,
         )
+    here = [
+        section
+        for section in config.channels
+        if section.platform == platform and section.channel == channel
+    ]
     return SafetyGuard.build(
-        phrases=[*persona.spec.safety.blocked_phrases, *config.blocked_phrases],
+        phrases=[
+            *spec.blocked_phrases,
+            *config.blocked_phrases,
+            *(phrase for section in here for phrase in section.blocked_phrases),
+        ],
+        default_lists=config.default_lists if spec.default_lists is None else spec.default_lists,
+        unblocked=[
+            *config.unblocked,
+            *spec.unblocked,
+            *(entry for section in here for entry in section.unblocked),
+        ],
+        allowed_words=[
+            *config.allowed_words,
+            *spec.allowed_words,
+            *(word for section in here for word in section.allowed_words),
+        ],
+        private=config.private,
         secrets=[*secrets.values(), *secrets_from_environment()],
         moderator=moderator,
         moderate_replies=config.moderate_replies,

@@ -84,9 +84,13 @@ class LLMSpec(_Strict):
 
 
 class SafetySpec(_Strict):
-    """Words and phrases this persona must never say (matched after normalisation)."""
+    """Words and phrases this persona must never say (matched in every disguise), and how it
+    changes the built-in list."""
 
     blocked_phrases: list[str] = Field(default_factory=list)
+    default_lists: list[str] | None = None  # None: bot.toml's [safety] default_lists
+    unblocked: list[str] = Field(default_factory=list)  # built-in entries it may say
+    allowed_words: list[str] = Field(default_factory=list)  # words never blocked for it
 
 
 class PersonaFile(_Strict):
