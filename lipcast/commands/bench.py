@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from lipcast.cli import Context
 
-HELP = "measure speed (render, queue, turn, overlay) and print JSON"
+HELP = "measure speed (render, queue, turn, overlay, safety) and print JSON"
 
 BENCHMARKS: dict[str, str] = {
     "render": "lipcast.benchmarks.render",
@@ -23,6 +23,7 @@ BENCHMARKS: dict[str, str] = {
     "turn": "lipcast.benchmarks.turn",
     "conversations": "lipcast.benchmarks.conversations",
     "overlay": "lipcast.benchmarks.overlay",
+    "safety": "lipcast.benchmarks.safety",
 }
 
 

@@ -83,6 +83,7 @@ LEET: Mapping[str, str] = {
 _LEET_TABLE = str.maketrans(dict(LEET))
 # Characters that are part of a word: letters, digits and leetspeak symbols.
 _WORD = re.compile(r"[a-z0-9" + re.escape("".join(c for c in LEET if not c.isalnum())) + r"']+")
+_SYMBOL = re.compile("[" + re.escape("".join(c for c in LEET if not c.isalnum())) + "]")
 _APOSTROPHE = str.maketrans({"'": None, "’": "'", "ʼ": "'", "`": "'"})
 _NUMBER = re.compile(r"[0-9]{2,}")  # a number of two digits or more is a number, not leetspeak
 
@@ -181,9 +182,19 @@ class Word:
     has_letter: bool
 
 
-def words(folded: str) -> list[Word]:
-    """The words of folded text, in order; separators (spaces, punctuation) between them."""
+def has_symbols(folded: str) -> bool:
+    """Whether folded text holds symbols that leetspeak reads as letters (``$``, ``!``, ``|``)."""
+    return _SYMBOL.search(folded) is not None
+
+
+def words(folded: str, *, symbols_are_gaps: bool = False) -> list[Word]:
+    """The words of folded text, in order; separators (spaces, punctuation) between them.
+
+    With ``symbols_are_gaps``, leetspeak symbols separate letters instead of standing for one
+    (``f!u!c!k`` is four letters, not "fiuicik")."""
     folded = _MULTI.sub(lambda m: MULTI_CHARACTER_LEET[m.group()], folded)
+    if symbols_are_gaps:
+        folded = _SYMBOL.sub(" ", folded)
     out: list[Word] = []
     for match in _WORD.finditer(folded.translate(_APOSTROPHE)):
         token = match.group().replace("'", "")

