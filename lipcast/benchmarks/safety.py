@@ -346,6 +346,7 @@ def innocent_sentences() -> list[str]:
         "Ich freue mich auf das Wochenende.",
         "Vergiss nicht, die Fenster zu schließen.",
         "Kassel und Passau sind schöne Städte.",
+        "Er aß gestern einen Apfel und trank Tee.",
         # French
         "C'est un système simple, à mon avis.",
         "Il fait beau à Paris aujourd'hui.",

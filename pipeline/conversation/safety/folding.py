@@ -83,7 +83,9 @@ LEET: Mapping[str, str] = {
 _LEET_TABLE = str.maketrans(dict(LEET))
 # Characters that are part of a word: letters, digits and leetspeak symbols.
 _WORD = re.compile(r"[a-z0-9" + re.escape("".join(c for c in LEET if not c.isalnum())) + r"']+")
-_SYMBOL = re.compile("[" + re.escape("".join(c for c in LEET if not c.isalnum())) + "]")
+_SYMBOLS = "".join(c for c in LEET if not c.isalnum())
+_SYMBOL = re.compile("[" + re.escape(_SYMBOLS) + "]")
+_SYMBOL_ENDS = re.compile("^[" + re.escape(_SYMBOLS) + "]+|[" + re.escape(_SYMBOLS) + "]+$")
 _APOSTROPHE = str.maketrans({"'": None, "’": "'", "ʼ": "'", "`": "'"})
 _NUMBER = re.compile(r"[0-9]{2,}")  # a number of two digits or more is a number, not leetspeak
 
@@ -180,6 +182,7 @@ class Word:
     plain: str
     sound: str
     has_letter: bool
+    bare: str = ""  # plain, without leetspeak symbols at its ends ("it!" -> "it")
 
 
 def has_symbols(folded: str) -> bool:
@@ -207,6 +210,7 @@ def words(folded: str, *, symbols_are_gaps: bool = False) -> list[Word]:
                 plain=plain,
                 sound=sound(plain),
                 has_letter=any(c.isalpha() for c in token),
+                bare=_SYMBOL_ENDS.sub("", token).translate(_LEET_TABLE),
             )
         )
     return out

@@ -111,21 +111,35 @@ class Lexicon:
         return len(plain) >= 3 and self.common.get(plain, 0.0) >= COMMON_FREQUENCY
 
 
-def _read_frequencies(language: str) -> dict[str, int]:
+def _read_frequencies(language: str) -> tuple[dict[str, int], dict[str, int]]:
+    """Counts of each plain word, and the same without words spelled with "ß"."""
     folder = _package_folder("spellchecker", "the safety check's ordinary words")
     with gzip.open(folder / "resources" / f"{language}.json.gz", "rt", encoding="utf-8") as file:
         raw: dict[str, int] = json.load(file)
     plain = _plain_many(raw)
     counts: dict[str, int] = {}
-    for word, count in zip(plain, raw.values(), strict=True):
+    without_eszett: dict[str, int] = {}
+    for original, word, count in zip(raw, plain, raw.values(), strict=True):
         if word and counts.get(word, 0) < count:
             counts[word] = count
-    return counts
+        if word and "ß" not in original and without_eszett.get(word, 0) < count:
+            without_eszett[word] = count
+    return counts, without_eszett
 
 
 @functools.cache
-def _frequencies() -> dict[str, dict[str, int]]:
+def _all_frequencies() -> dict[str, tuple[dict[str, int], dict[str, int]]]:
     return {language: _read_frequencies(language) for language in LEXICON_LANGUAGES}
+
+
+def _frequencies() -> dict[str, dict[str, int]]:
+    return {language: tables[0] for language, tables in _all_frequencies().items()}
+
+
+def _spelled_frequencies() -> dict[str, dict[str, int]]:
+    """As :func:`_frequencies`, but German "aß" is not English "ass": a word is everyday in a
+    language only as that language spells it."""
+    return {language: tables[1] for language, tables in _all_frequencies().items()}
 
 
 @functools.cache
@@ -206,7 +220,7 @@ def default_phrases(languages: tuple[str, ...] = DEFAULT_LANGUAGES) -> tuple[str
         for plain in [plain_letters(fold(entry))]
         if " " not in entry
     }
-    frequencies = _frequencies()
+    frequencies = _spelled_frequencies()
     kept: list[str] = []
     for language, entries in per_language.items():
         for entry in entries:

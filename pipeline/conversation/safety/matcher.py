@@ -20,6 +20,7 @@ Where a phrase is found decides whether it counts:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -73,7 +74,8 @@ SPOKEN_LETTERS: dict[str, str] = {
         for name in names.split()
     },
 }
-_SPELLED_RUN = 3  # this many letter names in a row spell a word
+_SPELLED_RUN = 3
+_ESZETT_WORD = re.compile(r"\w*[ßẞ]\w*")  # this many letter names in a row spell a word
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +127,10 @@ def _stream(items: Sequence[Word], *, backwards: bool, collapsed: bool) -> _Stre
             first[-1] = max(0, len(chars) - 1)
         last.append(len(chars))
     return _Stream("".join(chars), word_of, first, last)
+
+
+def _plain_eszett_words(text: str) -> list[str]:
+    return [word.plain for token in _ESZETT_WORD.findall(text) for word in words(fold(token))]
 
 
 def spelled_out(items: Sequence[Word]) -> list[Word] | None:
@@ -227,6 +233,8 @@ class PhraseMatcher:
             return None
         folded = fold(text)
         found = words(folded)
+        # German spellings with "ß" ("aß") are German words, whatever they fold to ("ass").
+        eszett = frozenset(_plain_eszett_words(text)) if _ESZETT_WORD.search(text) else frozenset()
         if not found:
             return None
         variants = [found]
@@ -242,7 +250,7 @@ class PhraseMatcher:
                     if not trie.next:
                         continue
                     stream = _stream(ordered, backwards=backwards, collapsed=collapsed)
-                    hit = self._scan(stream, trie, ordered, backwards)
+                    hit = self._scan(stream, trie, ordered, backwards, eszett)
                     if hit is not None:
                         return hit.text
         return None
@@ -253,6 +261,7 @@ class PhraseMatcher:
         trie: _Node,
         items: Sequence[Word],
         backwards: bool,
+        eszett: frozenset[str],
     ) -> _Phrase | None:
         sounds = stream.sounds
         size = len(sounds)
@@ -261,7 +270,7 @@ class PhraseMatcher:
             end = start + 1
             while node is not None:
                 for phrase in node.ends:
-                    if self._counts(stream, start, end, phrase, items, backwards):
+                    if self._counts(stream, start, end, phrase, items, backwards, eszett):
                         return phrase
                 if end >= size:
                     break
@@ -277,6 +286,7 @@ class PhraseMatcher:
         phrase: _Phrase,
         items: Sequence[Word],
         backwards: bool,
+        eszett: frozenset[str] = frozenset(),
     ) -> bool:
         """Whether a phrase found at ``start:end`` of the stream is really there."""
         first_word, last_word = stream.word_of[start], stream.word_of[end - 1]
@@ -287,20 +297,21 @@ class PhraseMatcher:
                 return False
             if not aligned and (len(phrase.key) <= 2 or (backwards and len(phrase.key) <= 3)):
                 return False  # two letters inside a longer word are no word at all
+            if word.plain in eszett and "ß" not in phrase.text and self._lexicon.known(word.plain):
+                return False
             return not self._allowed_word(word, phrase, backwards)
         if phrase.words > 1 and aligned:
             return True
         touched = items[first_word : last_word + 1]
-        return not all(self._lexicon.real(word.plain) for word in touched)
+        return not all(
+            self._lexicon.real(word.plain) or self._lexicon.real(word.bare) for word in touched
+        )
 
     def _allowed_word(self, word: Word, phrase: _Phrase, backwards: bool) -> bool:
         candidates = {word.plain}
-        trimmed = word.folded.strip("!|$@+^§°£€¢©×")
-        if trimmed != word.folded:
-            candidates.add(words(trimmed)[0].plain if words(trimmed) else "")
+        if phrase.plain in word.bare:  # "class!" is "class", but "a$$" is not "a"
+            candidates.add(word.bare)
         for plain in candidates:
-            if not plain:
-                continue
             if plain in self._allowed or plain in self._lexicon.places:
                 return True
             if self._lexicon.known(plain) and (backwards or not self._derived(plain, phrase)):
