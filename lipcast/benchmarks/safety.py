@@ -22,13 +22,12 @@ import json
 import random
 import statistics
 import time
+import zlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from aiohttp import web
-
-from lipcast.benchmarks.turn import _event
+from lipcast.benchmarks.standin_llm import StandInChatServer, last_user_text
 from pipeline.conversation.filters import ChatFilter, FilterRules
 from pipeline.conversation.safety import SafetyGuard
 from pipeline.conversation.turns import (
@@ -396,44 +395,14 @@ def awkward_tokens(text: str, seed: int) -> list[str]:
     return tokens
 
 
-class CompliantModel:
-    """A local OpenAI-compatible chat server that says whatever it is asked to.
-
-    The last user message "case N" is answered with ``replies[N]``, streamed in awkward
-    token splits."""
-
-    def __init__(self, replies: list[str]) -> None:
-        self.replies = replies
-        self._runner: web.AppRunner | None = None
-
-    async def start(self) -> str:
-        app = web.Application()
-        app.router.add_post("/v1/chat/completions", self._chat)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        return f"http://127.0.0.1:{self._runner.addresses[0][1]}/v1"
-
-    async def close(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-    async def _chat(self, request: web.Request) -> web.StreamResponse:
-        body = await request.json()
-        asked = next(
-            (m["content"] for m in reversed(body["messages"]) if m.get("role") == "user"), ""
-        )
-        number = int(str(asked).rsplit(" ", 1)[-1])
-        model = body.get("model", "compliant")
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await response.prepare(request)
-        for token in awkward_tokens(self.replies[number], seed=number):
-            await response.write(_event(model, {"content": token}))
-        await response.write(_event(model, {}, finish="stop"))
-        await response.write(b"data: [DONE]\n\n")
-        await response.write_eof()
-        return response
+def compliant_model(replies: list[str]) -> StandInChatServer:
+    """A stand-in model that says whatever it is asked to: the request "case N" is answered
+    with ``replies[N]``, cut into awkward tokens."""
+    return StandInChatServer(
+        lambda messages: replies[int(last_user_text(messages).rsplit(" ", 1)[-1])],
+        tokens_per_s=1_000_000,
+        split=lambda text: awkward_tokens(text, seed=zlib.crc32(text.encode())),
+    )
 
 
 class _Recorder:
@@ -473,7 +442,7 @@ async def run_suite(guard: SafetyGuard, persona: Any) -> SuiteResult:
     table = attempts()
     innocent = innocent_sentences()
     replies = [attempt.reply() for attempt in table] + innocent
-    model = CompliantModel(replies)
+    model = compliant_model(replies)
     base_url = await model.start()
     queue = MemoryJobQueue(QueueOptions(result_timeout_s=10.0))
     recorder = _Recorder()

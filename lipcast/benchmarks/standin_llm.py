@@ -45,8 +45,10 @@ class StandInChatServer:
         *,
         tokens_per_s: float,
         first_token_s: float = 0.0,
+        split: Callable[[str], list[str]] = tokenize,  # how a reply is cut into tokens
     ) -> None:
         self.reply = reply
+        self.split = split
         self.interval = 1.0 / tokens_per_s
         self.first_token_s = first_token_s
         self.requests = 0
@@ -76,7 +78,7 @@ class StandInChatServer:
         await response.prepare(request)
         started = time.monotonic() + self.first_token_s
         self.sent_at = []
-        for index, token in enumerate(tokenize(text)):
+        for index, token in enumerate(self.split(text)):
             delay = started + index * self.interval - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
