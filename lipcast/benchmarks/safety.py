@@ -10,6 +10,8 @@ text-to-speech is recorded. Figures (JSON):
 
 - ``check_ms_p50``, ``check_ms_p99``: one sentence through :meth:`SafetyGuard.check_text` with
   the default list (milliseconds, over every sentence of the suite, several rounds);
+  ``check_ms_p99_best_of_rounds`` takes each sentence's fastest round (a busy machine's
+  scheduling noise left out);
 - ``leaked``: attempts whose blocked text reached text-to-speech (target 0);
 - ``false_positives``: innocent sentences that were not spoken (target 0).
 """
@@ -533,16 +535,22 @@ def run(args: argparse.Namespace, context: Context) -> dict[str, Any]:
         for sentence in text.split(". ")
     ]
     times: list[float] = []
+    best = [float("inf")] * len(sentences)
     for _ in range(max(1, args.rounds)):
-        for sentence in sentences:
+        for index, sentence in enumerate(sentences):
             started = time.perf_counter()
             guard.check_text(sentence)
-            times.append((time.perf_counter() - started) * 1000)
+            elapsed = (time.perf_counter() - started) * 1000
+            times.append(elapsed)
+            best[index] = min(best[index], elapsed)
     times.sort()
+    best.sort()
     suite = asyncio.run(run_suite(guard, persona))
     return {
         "check_ms_p50": round(statistics.median(times), 4),
         "check_ms_p99": round(times[int(len(times) * 0.99) - 1], 4),
+        # each sentence's fastest round: what the check costs without other processes' noise
+        "check_ms_p99_best_of_rounds": round(best[int(len(best) * 0.99) - 1], 4),
         "sentences_timed": len(times),
         "phrases": len(guard.phrases),
         "build_s": round(build_s, 3),
