@@ -345,14 +345,18 @@ def build_conversation(
     sinks: Sequence[ClipSink],
     llm: LLM | None,
     memory: ViewerMemory | None,
+    platform: str | None = None,
+    channel: str | None = None,
     **options: Any,
 ) -> Conversation:
-    """The conversation pipeline as bot.toml configures it; ``options`` override ``[chat]``."""
+    """The conversation pipeline as bot.toml configures it for the place it answers
+    (``platform`` and ``channel``: their ``[[safety.channels]]``); ``options`` override
+    ``[chat]``."""
     return Conversation(
         persona=persona,
         queue=queue,
         chat_filter=ChatFilter(filter_rules(settings)),
-        safety=build_safety(settings, secrets, persona),
+        safety=build_safety(settings, secrets, persona, platform=platform, channel=channel),
         sinks=sinks,
         llm=llm,
         memory=memory,

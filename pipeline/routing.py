@@ -83,8 +83,10 @@ class Route:
 
 
 PersonaLoader = Callable[[str, str | None], Persona]  # (name or folder, language) -> persona
-ConversationFactory = Callable[[Persona, Stage], Conversation]
-SafetyFactory = Callable[[Persona], SafetyGuard]  # a persona's blocked phrases and the rest
+# (persona, stage, the place: a message from where the conversation answers) -> conversation
+ConversationFactory = Callable[[Persona, Stage, Utterance], Conversation]
+# (persona, the place) -> its guard: the persona's blocked phrases, the place's, the rest
+SafetyFactory = Callable[[Persona, Utterance], SafetyGuard]
 
 
 @dataclass(kw_only=True)
@@ -153,7 +155,7 @@ class Router:
         index, route = found
         key = self.key_for(index, route, origin)
         if command.name == "persona":
-            return await self._switch_persona(key, index, route, command.argument)
+            return await self._switch_persona(key, index, route, origin, command.argument)
         if command.name == "forget" and command.argument:
             command = self._forget_someone(command)
             if command.origin is origin:
@@ -217,7 +219,7 @@ class Router:
             log.error("conversation %s stopped (%s); reopened", key, _why_ended(place.task))
         name, language = self._personas.get(key, (route.persona, route.language))
         persona = await asyncio.to_thread(self._load_persona, name, language)
-        conversation = self._make_conversation(persona, route.stage)
+        conversation = self._make_conversation(persona, route.stage, utterance)
         task = asyncio.create_task(conversation.run(), name=f"conversation-{key}")
         place = _Place(conversation=conversation, task=task, stage=route.stage)
         self._places[key] = place
@@ -239,7 +241,9 @@ class Router:
             await _close_place(place)
             excess -= 1
 
-    async def _switch_persona(self, key: str, index: int, route: Route, argument: str) -> Admission:
+    async def _switch_persona(
+        self, key: str, index: int, route: Route, origin: Utterance, argument: str
+    ) -> Admission:
         words = argument.split()
         if not words:
             place = self._places.get(key)
@@ -262,7 +266,7 @@ class Router:
         if place is not None:
             # The old guard may still be checking the turn in progress: closed with the rest.
             self._retired.append(place.conversation.safety)
-            place.conversation.switch_persona(persona, self._make_safety(persona))
+            place.conversation.switch_persona(persona, self._make_safety(persona, origin))
         log.info("persona of %s switched to %s (%s)", key, persona.id, persona.language)
         return Admission(
             accepted=False,

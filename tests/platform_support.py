@@ -125,12 +125,12 @@ async def running_router(
         worker_task = asyncio.create_task(worker.run(), name="test-worker")
     reply_sinks = [QueuedSink(ReplySink(adapter)) for adapter in adapters]
 
-    def safety(persona: Persona) -> SafetyGuard:
+    def safety(persona: Persona, place: Utterance | None = None) -> SafetyGuard:
         return SafetyGuard.build(phrases=persona.spec.safety.blocked_phrases)
 
     platform = Platform(router=None, queue=queue, reply_sinks=reply_sinks)  # type: ignore[arg-type]
 
-    def make_conversation(persona: Persona, stage: Stage) -> Conversation:
+    def make_conversation(persona: Persona, stage: Stage, place: Utterance) -> Conversation:
         sinks: list[ClipSink] = list(reply_sinks)
         if stage == "stream":
             sinks += stream_sinks()

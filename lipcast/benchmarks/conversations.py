@@ -256,7 +256,7 @@ async def converse(
             personas[name, language] = persona_from_settings(settings, name, language)
         return personas[name, language]
 
-    def make_conversation(persona: Persona, stage: Stage) -> Conversation:
+    def make_conversation(persona: Persona, stage: Stage, place: Utterance) -> Conversation:
         return build_conversation(
             settings, secrets, persona=persona, queue=queue, sinks=sinks, llm=llm, memory=None
         )
@@ -275,7 +275,7 @@ async def converse(
         routes=routes,
         load_persona=load,
         make_conversation=make_conversation,
-        make_safety=lambda persona: build_safety(settings, secrets, persona),
+        make_safety=lambda persona, place: build_safety(settings, secrets, persona),
         max_personal=count + 10,
     )
     await queue.start()

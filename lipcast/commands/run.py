@@ -51,6 +51,7 @@ from pipeline.jobs.worker import RenderWorker
 from pipeline.routing import Route, Router, Stage
 from pipeline.sinks.queued import QueuedSink
 from pipeline.sinks.replies import ReplySink
+from pipeline.utterance import Utterance
 
 if TYPE_CHECKING:
     from lipcast.cli import Context
@@ -272,7 +273,9 @@ async def _serve(
         for sink in [*reply_sinks, *show_sinks]:
             stack.push_async_callback(sink.aclose)
 
-        def make_conversation(speaker: Persona, stage_name: Stage) -> Conversation:
+        def make_conversation(
+            speaker: Persona, stage_name: Stage, place: Utterance
+        ) -> Conversation:
             sinks: list[ClipSink] = list(reply_sinks)
             if stage_name == "stream":
                 sinks += show_sinks
@@ -284,6 +287,8 @@ async def _serve(
                 sinks=sinks,
                 llm=llm,
                 memory=memory,
+                platform=place.platform,
+                channel=place.channel,
             )
             if stage_name == "stream":
                 stage.conversation = conversation
@@ -293,9 +298,13 @@ async def _serve(
             routes=routes,
             load_persona=lambda name, language: persona_from_settings(settings, name, language),
             make_conversation=make_conversation,
-            make_safety=lambda speaker: build_safety(settings, secrets, speaker),
+            make_safety=lambda speaker, place: build_safety(
+                settings, secrets, speaker, platform=place.platform, channel=place.channel
+            ),
         )
         stack.push_async_callback(_close_router, router)
+        # The safety word lists load once per process (seconds): off the event loop, now.
+        await asyncio.to_thread(build_safety, settings, secrets, persona)
         show = await router.start()
         workers = (
             "an in-process render worker"
