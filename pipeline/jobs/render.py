@@ -23,7 +23,8 @@ from lipsync.avatar import Avatar, FaceGeometry, hex_to_rgb, load_avatar
 from lipsync.encode import EncodeOptions, encode_fragments, encode_mp4_bytes, encode_mp4_file
 from lipsync.errors import LipsyncError
 from lipsync.renderer import Frame, Renderer
-from lipsync.timeline import TIMELINE_CONTENT_TYPE, Timeline
+from lipsync.sprite import SpriteRenderer
+from lipsync.timeline import TIMELINE_CONTENT_TYPE, Timeline, sprite_timeline
 from personas import Persona
 from pipeline.audio import AudioChunk, concat
 from pipeline.clips import pcm_content_type
@@ -117,11 +118,15 @@ class ClipRenderer:
     def timeline(self, audio: AudioChunk, avatar: Avatar) -> Timeline | None:
         """What the renderer would draw for ``audio``, frame by frame; None for a renderer
         that draws video (wav2lip), whose picture only an MP4 carries."""
-        make = getattr(self.renderer, "timeline", None)
-        if make is None:
+        if not isinstance(self.renderer, SpriteRenderer):
             return None
-        made: Timeline = make(audio.samples, audio.sample_rate, avatar)
-        return made
+        return sprite_timeline(
+            audio.samples,
+            audio.sample_rate,
+            fps=self.renderer.fps,
+            size=self.renderer.size,
+            seed=avatar.key,
+        )
 
     async def speak_line(self, text: str, persona: Persona) -> SpokenLine:
         """``text`` spoken by ``persona`` and its timeline, without drawing or encoding video."""
@@ -334,7 +339,7 @@ class RenderJobHandler:
                     last=True,
                 )
                 return
-        if getattr(self._clips.renderer, "timeline", None) is None:
+        if not isinstance(self._clips.renderer, SpriteRenderer):
             async for part in self._stream_video(job, persona):
                 yield part
             return
