@@ -149,12 +149,24 @@ class ClipRenderer:
         progress: Progress | None = None,
     ) -> RenderedClip:
         """Render ``text`` spoken by ``persona`` to MP4 bytes, or to a fast-start file."""
-        loop = asyncio.get_running_loop()
-        # reading the image and finding its face is file and CPU work: off the event loop
-        avatar = await loop.run_in_executor(None, self.avatar, persona)
         started = time.perf_counter()
         audio = await self.speak(text, persona)
         tts_s = time.perf_counter() - started
+        return await self.render_audio(audio, persona, path=path, progress=progress, tts_s=tts_s)
+
+    async def render_audio(
+        self,
+        audio: AudioChunk,
+        persona: Persona,
+        *,
+        path: Path | None = None,
+        progress: Progress | None = None,
+        tts_s: float = 0.0,
+    ) -> RenderedClip:
+        """Render speech already synthesised (``tts_s`` took) to MP4 bytes or a file."""
+        loop = asyncio.get_running_loop()
+        # reading the image and finding its face is file and CPU work: off the event loop
+        avatar = await loop.run_in_executor(None, self.avatar, persona)
         stop = threading.Event()
         work = loop.run_in_executor(
             None, self._render_sync, audio, persona, avatar, path, progress, tts_s, stop
@@ -343,19 +355,18 @@ class RenderJobHandler:
             async for part in self._stream_video(job, persona):
                 yield part
             return
-        clip = await self._clips.render(job.text, persona)
+        # The speech and the timeline go first, before any frame is drawn: a sink that shows
+        # the timeline (the overlay) need not wait for the MP4 the others asked for.
+        line = await self._clips.speak_line(job.text, persona)
+        yield _pcm_part(line.audio)
+        if line.timeline is not None:
+            yield ResultChunk(
+                media=line.timeline.to_json(),
+                content_type=TIMELINE_CONTENT_TYPE,
+                duration_s=line.timeline.duration_s,
+            )
+        clip = await self._clips.render_audio(line.audio, persona, tts_s=line.timings["tts"])
         assert clip.mp4 is not None  # rendered to bytes, not to a file
-        if clip.audio is not None:
-            # The speech travels beside the picture, so a voice sink never decodes AAC.
-            yield _pcm_part(clip.audio)
-            avatar = await loop.run_in_executor(None, self._clips.avatar, persona)
-            timeline = await loop.run_in_executor(None, self._clips.timeline, clip.audio, avatar)
-            if timeline is not None:
-                yield ResultChunk(
-                    media=timeline.to_json(),
-                    content_type=TIMELINE_CONTENT_TYPE,
-                    duration_s=timeline.duration_s,
-                )
         yield ResultChunk(
             media=clip.mp4, duration_s=clip.duration_s, timings=dict(clip.timings), last=True
         )
