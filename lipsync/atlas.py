@@ -9,8 +9,8 @@ them into one PNG with a JSON manifest saying where each layer lies and where it
 - one mouth sprite per viseme and openness level (``mouths[viseme][level]``), all pasted with
   their top-left at ``mouth_at``;
 - one eyelid sprite per closure (``eyelids["0.55"]``), pasted at each of ``eyelids_at``;
-- the head's pivot and the motion constants (:mod:`lipsync.timeline`), so the page sways,
-  nods and blinks between replies as the renderer does while it talks.
+- the motion constants (:mod:`lipsync.timeline`), so the page sways, nods and blinks between
+  replies as the renderer does.
 
 Rectangles are ``[x, y, width, height]`` in atlas pixels. Export is CPU work (a few hundred
 milliseconds): run it in an executor.
@@ -27,17 +27,16 @@ import numpy as np
 
 from lipsync.avatar import Avatar, fit_avatar_rgba
 from lipsync.mouth import Patch
-from lipsync.sprite import SpriteRenderer, _erase_mouth
-from lipsync.timeline import (
+from lipsync.sprite import (
     BLINK_CLOSURE,
     BLINK_INTERVAL_S,
     NOD_PX,
     OPENNESS_LEVELS,
-    SWAY_PERIODS_S,
     SWAY_PX,
-    TILT_DEG,
-    VISEME_ORDER,
+    SpriteRenderer,
+    _erase_mouth,
 )
+from lipsync.timeline import SWAY_PERIODS_S, VISEME_ORDER
 
 ATLAS_VERSION = 1
 GUTTER = 4  # transparent pixels between layers: a rotated draw samples a little beyond its rect
@@ -120,7 +119,6 @@ def export_atlas(renderer: SpriteRenderer, avatar: Avatar) -> Atlas:
         "mouth_at": _top_left(prepared.geometry.mouth, some_mouth),
         "eyelids": eyelids,
         "eyelids_at": [_top_left(eye, prepared.eyelids[lids[0]]) for eye in geometry.eyes],
-        "pivot": [round(prepared.pivot[0], 2), round(prepared.pivot[1], 2)],
         # Where the face changes while talking or blinking (mouth and eyes, in frame pixels).
         "regions": {
             "mouth": [
@@ -142,7 +140,6 @@ def export_atlas(renderer: SpriteRenderer, avatar: Avatar) -> Atlas:
         "motion": {
             "sway_px": SWAY_PX,
             "nod_px": NOD_PX,
-            "tilt_deg": TILT_DEG,
             "periods_s": list(SWAY_PERIODS_S),
             "blink_closure": list(BLINK_CLOSURE),
             "blink_interval_s": list(BLINK_INTERVAL_S),

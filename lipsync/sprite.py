@@ -10,19 +10,26 @@ blends and one affine warp.
 
 from __future__ import annotations
 
+import math
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
-from lipsync.audio_features import Viseme
+from lipsync.audio_features import MouthFrame, Viseme, mouth_track
 from lipsync.avatar import RGB, Avatar, FaceGeometry, fit_avatar, hex_to_rgb
 from lipsync.cache import PreparedCache
 from lipsync.mouth import SHAPES, Patch, draw_eyelid, draw_mouth, paste
 from lipsync.renderer import Frame
-from lipsync.timeline import BLINK_CLOSURE, OPENNESS_LEVELS, Timeline, mouth_level, sprite_timeline
 
+OPENNESS_LEVELS = 12  # mouth sprites drawn per viseme
+BLINK_CLOSURE = (0.55, 1.0, 1.0, 0.45)  # eyelid per frame of a blink (at 25 fps: 160 ms)
+BLINK_INTERVAL_S = (2.2, 5.5)  # seconds between blinks, drawn at random
+SWAY_PX = 1.6  # idle motion amplitude, as pixels at a 512-pixel frame
+NOD_PX = 2.0  # how far the head dips as the jaw opens
+TILT_DEG = 0.6
 CACHE_SIZE = 8
 
 
@@ -66,44 +73,27 @@ class SpriteRenderer:
     ) -> Iterator[Frame]:
         """Frames at ``fps`` covering the audio exactly (``round(duration * fps)``, at least 1)."""
         prepared = self.prepare(avatar, background)
-        timeline = self.timeline(samples, sample_rate, avatar, start_frame=start_frame)
-        for index in range(timeline.frames):
-            yield self._frame(prepared, timeline, index)
+        track = mouth_track(samples, sample_rate, self.fps)
+        blinks = _blink_schedule(start_frame, len(track), self.fps, seed=avatar.key)
+        for index, mouth in enumerate(track):
+            yield self._frame(prepared, mouth, blinks.get(index, 0.0), start_frame + index)
 
-    def timeline(
-        self,
-        samples: npt.NDArray[np.float32],
-        sample_rate: int,
-        avatar: Avatar,
-        *,
-        start_frame: int = 0,
-    ) -> Timeline:
-        """What :meth:`render` draws, frame by frame, without drawing it (for the overlay)."""
-        return sprite_timeline(
-            samples,
-            sample_rate,
-            fps=self.fps,
-            size=self.size,
-            seed=avatar.key,
-            start_frame=start_frame,
-        )
-
-    def _frame(self, prepared: PreparedAvatar, timeline: Timeline, index: int) -> Frame:
+    def _frame(self, prepared: PreparedAvatar, mouth: MouthFrame, lid: float, n: int) -> Frame:
         import cv2
 
         frame = prepared.base.copy()
-        mouth = timeline.mouths[index]
-        paste(
-            frame,
-            prepared.mouths[(mouth.viseme, mouth_level(mouth.openness))],
-            prepared.geometry.mouth,
-        )
-        lid = timeline.blinks.get(index, 0.0)
+        level = min(OPENNESS_LEVELS - 1, round(mouth.openness * (OPENNESS_LEVELS - 1)))
+        paste(frame, prepared.mouths[(mouth.viseme, level)], prepared.geometry.mouth)
         if lid > 0:
             patch = prepared.eyelids[lid]
             for eye in prepared.geometry.eyes:
                 paste(frame, patch, eye)
-        dx, dy, angle = timeline.pose(index)
+        t = n / self.fps
+        scale = self.size / 512
+        dx = SWAY_PX * scale * math.sin(2 * math.pi * t / 3.7)
+        dy = SWAY_PX * scale * 0.7 * math.sin(2 * math.pi * t / 2.9 + 1.0)
+        dy += NOD_PX * scale * mouth.openness
+        angle = TILT_DEG * math.sin(2 * math.pi * t / 5.3 + 0.5)
         matrix = cv2.getRotationMatrix2D(prepared.pivot, angle, 1.0)
         matrix[0, 2] += dx
         matrix[1, 2] += dy
@@ -115,6 +105,23 @@ class SpriteRenderer:
             borderMode=cv2.BORDER_REPLICATE,
         )
         return np.asarray(warped, dtype=np.uint8)
+
+
+def _blink_schedule(start: int, count: int, fps: int, *, seed: str) -> dict[int, float]:
+    """Eyelid closure per frame index (relative to ``start``) for frames that blink.
+
+    Blink times depend only on the absolute frame number and the avatar, so a reply rendered in
+    parts blinks exactly as if rendered whole.
+    """
+    rng = np.random.default_rng(zlib.crc32(seed.encode()))
+    closures: dict[int, float] = {}
+    frame = int(rng.uniform(0.8, 2.5) * fps)
+    while frame < start + count:
+        for offset, closure in enumerate(BLINK_CLOSURE):
+            if start <= frame + offset < start + count:
+                closures[frame + offset - start] = closure
+        frame += int(rng.uniform(*BLINK_INTERVAL_S) * fps)
+    return closures
 
 
 def _prepare(avatar: Avatar, size: int, background: RGB) -> PreparedAvatar:

@@ -1,14 +1,15 @@
 """The sprite persona's timeline: what it does in each video frame, without drawing it.
 
 A :class:`Timeline` holds, per frame at ``fps``, the mouth (viseme and openness, and the sprite
-level drawn for it), the eyelids' closure and the head's pose. The sprite renderer draws its
-MP4 frames from exactly these values; the overlay page draws the same persona live from them
+level drawn for it), the eyelids' closure and the head's motion — the values the sprite
+renderer (:mod:`lipsync.sprite`) draws its MP4 frames from: the same mouth track, blink
+schedule and motion constants. The overlay page draws the same persona live from a timeline
 over its layer atlas (:mod:`lipsync.atlas`), in time with the audio.
 
 The head's idle motion and the blink schedule depend only on the absolute frame number (and
 the avatar, for blinks), so a reply rendered in parts, or drawn live by a page that counts its
-own frames, moves and blinks as if it were one continuous take. The motion constants are
-sent to the page with the atlas so that it moves the same way between replies.
+own time, moves and blinks as if it were one continuous take. The motion constants are sent
+to the page with the atlas so that it moves the same way between replies.
 
 On the wire a timeline is a result part of type :data:`TIMELINE_CONTENT_TYPE`: compact JSON,
 validated by :func:`Timeline.from_json`.
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import json
 import math
-import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,17 +27,12 @@ import numpy.typing as npt
 
 from lipsync.audio_features import MouthFrame, Viseme, mouth_track
 from lipsync.errors import LipsyncError
+from lipsync.sprite import NOD_PX, OPENNESS_LEVELS, SWAY_PX, _blink_schedule
 
 TIMELINE_CONTENT_TYPE = "application/vnd.lipcast.timeline+json"
 TIMELINE_VERSION = 1
 
-OPENNESS_LEVELS = 12  # mouth sprites drawn per viseme
-BLINK_CLOSURE = (0.55, 1.0, 1.0, 0.45)  # eyelid per frame of a blink (at 25 fps: 160 ms)
-BLINK_INTERVAL_S = (2.2, 5.5)  # seconds between blinks, drawn at random
-SWAY_PX = 1.6  # idle motion amplitude, as pixels at a 512-pixel frame
-NOD_PX = 2.0  # how far the head dips as the jaw opens
-TILT_DEG = 0.6
-SWAY_PERIODS_S = (3.7, 2.9, 5.3)  # sideways, up-down, tilt: never in step, never repeating soon
+SWAY_PERIODS_S = (3.7, 2.9)  # the sprite's sideways and up-down sway: never in step
 
 VISEME_ORDER: tuple[Viseme, ...] = tuple(Viseme)
 _MAX_FRAMES = 25 * 600  # ten minutes at 25 fps: longer than any sentence clip
@@ -52,37 +47,20 @@ def mouth_level(openness: float) -> int:
     return min(OPENNESS_LEVELS - 1, max(0, round(openness * (OPENNESS_LEVELS - 1))))
 
 
-def head_pose(frame: int, fps: int, size: int, openness: float) -> tuple[float, float, float]:
-    """The head's ``(dx, dy, angle_deg)`` in absolute frame ``frame`` of a ``size`` frame.
-
-    Idle sway and tilt follow slow sines of the absolute time; the head dips a little as the
-    jaw opens. ``angle_deg`` is counter-clockwise, as OpenCV's rotation matrix takes it.
-    """
+def head_pose(frame: int, fps: int, size: int, openness: float) -> tuple[float, float]:
+    """How far the persona has moved, ``(dx, dy)`` pixels of a ``size`` frame, in absolute
+    frame ``frame``: the sprite's slow sway, and the dip of the head as the jaw opens."""
     t = frame / fps
     scale = size / 512
-    sideways, updown, tilt = SWAY_PERIODS_S
+    sideways, updown = SWAY_PERIODS_S
     dx = SWAY_PX * scale * math.sin(2 * math.pi * t / sideways)
     dy = SWAY_PX * scale * 0.7 * math.sin(2 * math.pi * t / updown + 1.0)
-    dy += NOD_PX * scale * openness
-    angle = TILT_DEG * math.sin(2 * math.pi * t / tilt + 0.5)
-    return dx, dy, angle
+    return dx, dy + NOD_PX * scale * openness
 
 
 def blink_schedule(start: int, count: int, fps: int, *, seed: str) -> dict[int, float]:
-    """Eyelid closure per frame index (relative to ``start``) for frames that blink.
-
-    Blink times depend only on the absolute frame number and the avatar, so a reply rendered in
-    parts blinks exactly as if rendered whole.
-    """
-    rng = np.random.default_rng(zlib.crc32(seed.encode()))
-    closures: dict[int, float] = {}
-    frame = int(rng.uniform(0.8, 2.5) * fps)
-    while frame < start + count:
-        for offset, closure in enumerate(BLINK_CLOSURE):
-            if start <= frame + offset < start + count:
-                closures[frame + offset - start] = closure
-        frame += int(rng.uniform(*BLINK_INTERVAL_S) * fps)
-    return closures
+    """Eyelid closure per frame index (relative to ``start``), as the sprite renderer blinks."""
+    return _blink_schedule(start, count, fps, seed=seed)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -107,8 +85,8 @@ class Timeline:
     def duration_s(self) -> float:
         return self.frames / self.fps
 
-    def pose(self, index: int) -> tuple[float, float, float]:
-        """The head's ``(dx, dy, angle_deg)`` in frame ``index`` of this timeline."""
+    def pose(self, index: int) -> tuple[float, float]:
+        """How far the persona has moved, ``(dx, dy)``, in frame ``index`` of this timeline."""
         return head_pose(self.start_frame + index, self.fps, self.size, self.mouths[index].openness)
 
     def to_json(self) -> bytes:

@@ -11,7 +11,13 @@ from PIL import Image
 from lipsync.atlas import export_atlas
 from lipsync.audio_features import Viseme
 from lipsync.sprite import SpriteRenderer
-from lipsync.timeline import TIMELINE_CONTENT_TYPE, Timeline, TimelineError, mouth_level
+from lipsync.timeline import (
+    TIMELINE_CONTENT_TYPE,
+    Timeline,
+    TimelineError,
+    mouth_level,
+    sprite_timeline,
+)
 from personas import load_persona
 from pipeline.clips import TIMELINE_CONTENT_TYPE as CLIP_TIMELINE_TYPE
 from pipeline.jobs.render import avatar_for
@@ -23,10 +29,12 @@ def _voice(seconds: float, rate: int = 22050) -> np.ndarray:
     return (0.4 * syllables * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
 
 
-def test_the_timeline_is_what_the_renderer_draws_and_survives_the_wire() -> None:
+def test_the_timeline_follows_the_voice_and_survives_the_wire() -> None:
     avatar = avatar_for(load_persona("cohost"))
     renderer = SpriteRenderer(size=256)
-    timeline = renderer.timeline(_voice(1.2), 22050, avatar, start_frame=40)
+    timeline = sprite_timeline(
+        _voice(1.2), 22050, fps=renderer.fps, size=renderer.size, seed=avatar.key, start_frame=40
+    )
     assert timeline.frames == 30 and timeline.start_frame == 40
     assert max(m.openness for m in timeline.mouths) > 0.3
     assert timeline.mouths[-1].viseme is Viseme.CLOSED  # it ends at rest

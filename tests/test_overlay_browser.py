@@ -453,3 +453,30 @@ async def test_a_video_clip_plays_while_it_is_still_being_encoded(
 async def page_ready(page: Any, server: OverlayServer) -> None:
     await page.goto(server.url)
     await _wait_count(page, "hello", 1)
+
+
+async def test_a_reply_that_cannot_begin_before_its_deadline_is_never_shown(
+    browser_page: Any, product: Product
+) -> None:
+    """A reply waiting behind a long one past its deadline is dropped, not shown late."""
+    page = browser_page
+    reports: list[PlaybackReport] = []
+    async with OverlayServer(port=0, atlas=product.atlas, on_playback=reports.append) as server:
+        await page_ready(page, server)
+        await page.wait_for_function(PERSONA_SHOWN, timeout=5000)
+        await server.turn_started("long", viewer="ada", deadline=time.monotonic() + 30)
+        await _publish_turn(server, "long", product.long)
+        await _wait_count(page, "play", 1)
+        # Rendered now, but it could only begin after the long reply: its deadline is sooner.
+        await server.turn_started("late", viewer="bob", deadline=time.monotonic() + 0.5)
+        await _publish_turn(server, "late", product.sprite[:1], viewer="bob")
+        assert server.replies_waiting == 1
+        await _wait_count(page, "ended", 2, timeout_ms=20000)
+        await page.wait_for_timeout(800)
+        assert [p["turn_id"] for p in await _log(page, "play")] == ["long", "long"]
+        assert server.is_cancelled("late") and server.queue_length == 0
+        assert all(r.turn_id != "late" or r.kind == "skipped" for r in reports)
+        # The next reply, in time, plays as usual.
+        await _publish_turn(server, "next", product.sprite[:1], viewer="eve")
+        await _wait_count(page, "play", 3)
+        assert (await _log(page, "play"))[-1]["turn_id"] == "next"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,9 +31,15 @@ async def test_a_sentence_job_comes_back_as_an_h264_aac_clip(backend: str) -> No
     job = make_job("Bonjour à tous, bienvenue !").model_copy(
         update={"persona": "teacher", "language": "fr"}
     )
+    arrived: list[float] = []
     async with open_transport(backend) as t, running_worker(t.worker_queue, handler):
-        parts = await (await t.requester.submit(job)).collect()
+        parts = []
+        async for part in await t.requester.submit(job):
+            parts.append(part)
+            arrived.append(time.monotonic())
     speech, timeline_part, video = parts  # the speech as PCM, the sprite's timeline, the MP4
+    # The speech and the timeline come before the frames are drawn: the overlay need not wait.
+    assert arrived[2] - arrived[1] >= 0.5 * (video.timings["render"] + video.timings["encode"])
     clip = video.media
     info = probe(clip)
     timeline = Timeline.from_json(timeline_part.media)

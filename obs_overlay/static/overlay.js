@@ -253,20 +253,15 @@
     const scale = manifest.size / 512;
     let dx = 0;
     let dy = 0;
-    let angle = 0;
     if (options.motion) {
-      const [sideways, updown, tilt] = motion.periods_s;
+      // The sprite renderer's sway and nod (lipsync/timeline.py head_pose), on the page's clock.
+      const [sideways, updown] = motion.periods_s;
       dx = motion.sway_px * scale * Math.sin((2 * Math.PI * now) / sideways);
       dy = motion.sway_px * scale * 0.7 * Math.sin((2 * Math.PI * now) / updown + 1.0);
       dy += motion.nod_px * scale * (mouth ? mouth.openness : 0);
-      angle = motion.tilt_deg * Math.sin((2 * Math.PI * now) / tilt + 0.5);
     }
-    const [px, py] = manifest.pivot;
-    paint.setTransform(1, 0, 0, 1, 0, 0);
-    paint.clearRect(0, 0, canvas.width, canvas.height);
-    paint.translate(px + dx, py + dy);
-    paint.rotate((-angle * Math.PI) / 180);
-    paint.translate(-px, -py);
+    paint.setTransform(1, 0, 0, 1, dx, dy);
+    paint.clearRect(-dx, -dy, canvas.width, canvas.height);
     const atlas = persona.image;
     const [bx, by, bw, bh] = manifest.base;
     paint.drawImage(atlas, bx, by, bw, bh, 0, 0, bw, bh);

@@ -23,7 +23,8 @@ from lipsync.avatar import Avatar, FaceGeometry, hex_to_rgb, load_avatar
 from lipsync.encode import EncodeOptions, encode_fragments, encode_mp4_bytes, encode_mp4_file
 from lipsync.errors import LipsyncError
 from lipsync.renderer import Frame, Renderer
-from lipsync.timeline import TIMELINE_CONTENT_TYPE, Timeline
+from lipsync.sprite import SpriteRenderer
+from lipsync.timeline import TIMELINE_CONTENT_TYPE, Timeline, sprite_timeline
 from personas import Persona
 from pipeline.audio import AudioChunk, concat
 from pipeline.clips import pcm_content_type
@@ -117,11 +118,15 @@ class ClipRenderer:
     def timeline(self, audio: AudioChunk, avatar: Avatar) -> Timeline | None:
         """What the renderer would draw for ``audio``, frame by frame; None for a renderer
         that draws video (wav2lip), whose picture only an MP4 carries."""
-        make = getattr(self.renderer, "timeline", None)
-        if make is None:
+        if not isinstance(self.renderer, SpriteRenderer):
             return None
-        made: Timeline = make(audio.samples, audio.sample_rate, avatar)
-        return made
+        return sprite_timeline(
+            audio.samples,
+            audio.sample_rate,
+            fps=self.renderer.fps,
+            size=self.renderer.size,
+            seed=avatar.key,
+        )
 
     async def speak_line(self, text: str, persona: Persona) -> SpokenLine:
         """``text`` spoken by ``persona`` and its timeline, without drawing or encoding video."""
@@ -144,12 +149,24 @@ class ClipRenderer:
         progress: Progress | None = None,
     ) -> RenderedClip:
         """Render ``text`` spoken by ``persona`` to MP4 bytes, or to a fast-start file."""
-        loop = asyncio.get_running_loop()
-        # reading the image and finding its face is file and CPU work: off the event loop
-        avatar = await loop.run_in_executor(None, self.avatar, persona)
         started = time.perf_counter()
         audio = await self.speak(text, persona)
         tts_s = time.perf_counter() - started
+        return await self.render_audio(audio, persona, path=path, progress=progress, tts_s=tts_s)
+
+    async def render_audio(
+        self,
+        audio: AudioChunk,
+        persona: Persona,
+        *,
+        path: Path | None = None,
+        progress: Progress | None = None,
+        tts_s: float = 0.0,
+    ) -> RenderedClip:
+        """Render speech already synthesised (``tts_s`` took) to MP4 bytes or a file."""
+        loop = asyncio.get_running_loop()
+        # reading the image and finding its face is file and CPU work: off the event loop
+        avatar = await loop.run_in_executor(None, self.avatar, persona)
         stop = threading.Event()
         work = loop.run_in_executor(
             None, self._render_sync, audio, persona, avatar, path, progress, tts_s, stop
@@ -334,23 +351,22 @@ class RenderJobHandler:
                     last=True,
                 )
                 return
-        if getattr(self._clips.renderer, "timeline", None) is None:
+        if not isinstance(self._clips.renderer, SpriteRenderer):
             async for part in self._stream_video(job, persona):
                 yield part
             return
-        clip = await self._clips.render(job.text, persona)
+        # The speech and the timeline go first, before any frame is drawn: a sink that shows
+        # the timeline (the overlay) need not wait for the MP4 the others asked for.
+        line = await self._clips.speak_line(job.text, persona)
+        yield _pcm_part(line.audio)
+        if line.timeline is not None:
+            yield ResultChunk(
+                media=line.timeline.to_json(),
+                content_type=TIMELINE_CONTENT_TYPE,
+                duration_s=line.timeline.duration_s,
+            )
+        clip = await self._clips.render_audio(line.audio, persona, tts_s=line.timings["tts"])
         assert clip.mp4 is not None  # rendered to bytes, not to a file
-        if clip.audio is not None:
-            # The speech travels beside the picture, so a voice sink never decodes AAC.
-            yield _pcm_part(clip.audio)
-            avatar = await loop.run_in_executor(None, self._clips.avatar, persona)
-            timeline = await loop.run_in_executor(None, self._clips.timeline, clip.audio, avatar)
-            if timeline is not None:
-                yield ResultChunk(
-                    media=timeline.to_json(),
-                    content_type=TIMELINE_CONTENT_TYPE,
-                    duration_s=timeline.duration_s,
-                )
         yield ResultChunk(
             media=clip.mp4, duration_s=clip.duration_s, timings=dict(clip.timings), last=True
         )
