@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
 
+import numpy as np
 import pytest
 
-from pipeline.clips import Clip, TurnInfo
+from pipeline.audio import AudioChunk
+from pipeline.clips import TIMELINE_CONTENT_TYPE, Clip, TurnInfo, pcm_content_type
 from pipeline.conversation.turns import ClipSink, TurnReport
+from pipeline.jobs.wire import RenderJob
+from pipeline.jobs.worker import ResultChunk
 from pipeline.routing import Route
 from pipeline.utterance import Control
 from tests.conversation_support import RecordingHandler, RecordingSink
@@ -203,3 +208,52 @@ async def test_a_stalled_sink_delays_no_other_sink_and_no_later_turn(
     assert len(stalled.clips) == 3  # and the stalled one caught up, in order
     assert [c.turn.utterance.user for c in stalled.clips] == ["v0", "v1", "v2"]
     assert "this sink is broken" in caplog.text  # the broken one was logged, nothing else
+
+
+class SlowMP4Handler:
+    """A render worker's handler whose MP4 comes well after the speech and timeline (as the
+    real one does: the page's parts first, then frames drawn and encoded)."""
+
+    def __init__(self) -> None:
+        self.mp4_may_come = asyncio.Event()
+
+    async def handle(self, job: RenderJob) -> AsyncIterator[ResultChunk]:
+        speech = AudioChunk(samples=np.zeros(8000, dtype=np.float32), sample_rate=16000)
+        yield ResultChunk(
+            media=speech.to_pcm16(), content_type=pcm_content_type(16000), duration_s=0.5
+        )
+        yield ResultChunk(media=b'{"frames": []}', content_type=TIMELINE_CONTENT_TYPE)
+        async with asyncio.timeout(10):
+            await self.mp4_may_come.wait()
+        yield ResultChunk(media=b"MP4:" + job.text.encode(), duration_s=0.5, last=True)
+
+    async def aclose(self) -> None:
+        return None
+
+
+class DrawingSink(RecordingSink):
+    """Draws from speech and timeline, like the overlay: needs no MP4."""
+
+    @property
+    def needs_mp4(self) -> bool:
+        return False
+
+
+async def test_sinks_that_draw_get_the_clip_before_its_mp4_is_made() -> None:
+    handler = SlowMP4Handler()
+    drawing, filing = DrawingSink(), RecordingSink()
+    async with running_router(
+        [STREAM], [TwitchLike()], handler=handler, stream_sinks=lambda: [drawing, filing]
+    ) as p:
+        await p.router.hear(message("twitch", "chan", "ada", "Draw me before the file exists."))
+        async with asyncio.timeout(10):
+            await drawing.clip_arrived.wait()
+        assert filing.clips == []  # the file is not made yet, the drawing has begun
+        (early,) = drawing.clips
+        assert early.media == b"" and early.timeline and early.audio is not None
+        handler.mp4_may_come.set()
+        await p.router.wait_idle()
+        assert p.router.stream is not None
+        assert [r.outcome for r in p.router.stream.reports] == ["completed"]
+    (filed,) = filing.clips
+    assert filed.media.startswith(b"MP4:") and filed.seq == early.seq == 0

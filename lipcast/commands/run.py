@@ -143,7 +143,9 @@ class OverlaySink(ClipSink):
     MP4 needed); a video renderer's clip goes as its MP4.
     """
 
-    needs_mp4 = False
+    @property
+    def needs_mp4(self) -> bool:
+        return False  # the page draws the persona from its speech and timeline
 
     def __init__(self, overlay: OverlayServer) -> None:
         self.overlay = overlay

@@ -168,9 +168,12 @@ class TurnReport:
 class ClipSink(abc.ABC):
     """Where released clips go (the overlay, a folder, chat). Calls come in turn order."""
 
-    # Whether this sink needs each clip as an MP4 (a file, an attachment); when no sink does,
-    # a sprite persona's jobs come back as speech and timeline only, with no video encoded.
-    needs_mp4: bool = True
+    @property
+    def needs_mp4(self) -> bool:
+        """Whether this sink needs each clip as an MP4 (a file, an attachment). When no sink
+        does, a sprite persona's jobs come back as speech and timeline only (no video is
+        encoded); sinks that do not get each clip as soon as its speech and timeline are in."""
+        return True
 
     @property
     def shows_clips(self) -> bool:
@@ -883,24 +886,67 @@ class _TurnRun:
     async def release(self) -> None:
         assert self.info is not None
         c, report = self.c, self.report
-        timings = report.timings
+        # A sprite clip's speech and timeline come before its MP4: the sinks that draw it
+        # (the overlay) get it then, off the MP4's latency; the sinks that need the file, later.
+        early = [sink for sink in c.sinks if not sink.needs_mp4]
+        later = [sink for sink in c.sinks if sink.needs_mp4]
         while (item := await self.jobs.get()) is not None:
             record = next(r for r in report.sentences if r.seq == item.seq)
+            parts: list[RenderResult] = []
+            sent_early = False
             try:
-                parts = await item.stream.collect()
+                async for part in item.stream:
+                    parts.append(part)
+                    if later and early and not sent_early and not part.last and _drawable(parts):
+                        await self._hand_on(self._clip(item, parts), early, record)
+                        sent_early = True
             except JobExpiredError as err:
-                record.status, record.reason = "expired", "deadline"
-                raise _TurnStopped("expired", str(err)) from err
+                if not sent_early:
+                    record.status, record.reason = "expired", "deadline"
+                    raise _TurnStopped("expired", str(err)) from err
+                log.warning(
+                    "turn %s: sentence %d: no MP4 in time: %s", report.turn_id, item.seq, err
+                )
+                continue
             except (JobFailedError, QueueError) as err:
-                record.status, record.reason = "failed", str(err)
+                if not sent_early:
+                    record.status, record.reason = "failed", str(err)
                 log.warning("turn %s: sentence %d not rendered: %s", report.turn_id, item.seq, err)
                 continue
-            picture, audio = _split_parts(parts)
-            timeline = b"".join(p.media for p in picture if p.content_type == TIMELINE_CONTENT_TYPE)
-            picture = [p for p in picture if p.content_type != TIMELINE_CONTENT_TYPE]
-            media = b"".join(part.media for part in picture)
+            await self._hand_on(self._clip(item, parts), later if sent_early else c.sinks, record)
+
+    def _clip(self, item: _Submitted, parts: list[RenderResult]) -> Clip:
+        """The clip a job's parts so far make (its MP4 once that part has come)."""
+        assert self.info is not None
+        picture, audio = _split_parts(parts)
+        timeline = b"".join(p.media for p in picture if p.content_type == TIMELINE_CONTENT_TYPE)
+        picture = [p for p in picture if p.content_type != TIMELINE_CONTENT_TYPE]
+        clip_timings: dict[str, float] = {}
+        for part in parts:
+            for stage, value in part.timings.items():
+                if stage == "queue_wait":
+                    clip_timings.setdefault(stage, value)
+                else:
+                    clip_timings[stage] = clip_timings.get(stage, 0.0) + value
+        duration = sum(part.duration_s for part in picture)
+        return Clip(
+            turn=self.info,
+            seq=item.seq,
+            text=item.text,
+            media=b"".join(part.media for part in picture),
+            content_type=next((p.content_type for p in picture if p.media), "video/mp4"),
+            duration_s=duration or (audio.duration_s if audio is not None else 0.0),
+            timings=clip_timings,
+            audio=audio,
+            timeline=timeline,
+        )
+
+    async def _hand_on(self, clip: Clip, sinks: Sequence[ClipSink], record: SentenceRecord) -> None:
+        """Give ``clip`` to ``sinks``; the first time a sentence is handed on, it counts as
+        released (and the turn's first clip must still be in time)."""
+        c, timings = self.c, self.report.timings
+        if record.status != "released":
             first = timings.first_clip_ready is None
-            now = self.elapsed()
             if first and c._clock() > self.deadline:
                 record.status, record.reason = "expired", "deadline"
                 raise _TurnStopped(
@@ -908,36 +954,23 @@ class _TurnRun:
                     f"the first clip was ready {c._clock() - self.deadline:.1f} s after the "
                     "turn's deadline ([chat] deadline_s)",
                 )
-            clip_timings: dict[str, float] = {}
-            for part in parts:
-                for stage, value in part.timings.items():
-                    if stage == "queue_wait":
-                        clip_timings.setdefault(stage, value)
-                    else:
-                        clip_timings[stage] = clip_timings.get(stage, 0.0) + value
-            timings.add_worker_timings(clip_timings, first=first)
-            content_type = next((p.content_type for p in picture if p.media), "video/mp4")
-            duration = sum(part.duration_s for part in picture)
-            clip = Clip(
-                turn=self.info,
-                seq=item.seq,
-                text=item.text,
-                media=media,
-                content_type=content_type,
-                duration_s=duration or (audio.duration_s if audio is not None else 0.0),
-                timings=clip_timings,
-                audio=audio,
-                timeline=timeline,
-            )
+            timings.add_worker_timings(clip.timings, first=first)
+            now = self.elapsed()
             if first:
                 timings.first_clip_ready = now
             timings.last_clip_ready = now
             timings.clip_seconds += clip.duration_s
             record.status = "released"
-            for sink in c.sinks:
-                keep = await _call_sink(sink.clip_ready(clip), sink, "clip_ready")
-                if keep is False:
-                    raise _TurnStopped("skipped", f"{type(sink).__name__} stopped the turn")
+        for sink in sinks:
+            keep = await _call_sink(sink.clip_ready(clip), sink, "clip_ready")
+            if keep is False:
+                raise _TurnStopped("skipped", f"{type(sink).__name__} stopped the turn")
+
+
+def _drawable(parts: list[RenderResult]) -> bool:
+    """Whether the parts so far hold a clip's speech and its timeline (all a page draws)."""
+    kinds = {part.content_type for part in parts}
+    return TIMELINE_CONTENT_TYPE in kinds and any(pcm_sample_rate(k) for k in kinds)
 
 
 def _job_priority(priority: int, seq: int) -> int:

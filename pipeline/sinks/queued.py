@@ -74,6 +74,10 @@ class QueuedSink(ClipSink):
         self._put(_Event("ended", turn, report=report))
 
     @property
+    def needs_mp4(self) -> bool:
+        return self.sink.needs_mp4
+
+    @property
     def shows_clips(self) -> bool:
         return self.sink.shows_clips
 

@@ -50,6 +50,11 @@ class ReplySink(ClipSink):
         self.read_aloud_replies = read_aloud_replies  # post read-aloud turns too (off: echo)
         self._clips: dict[str, list[Clip]] = {}
 
+    @property
+    def needs_mp4(self) -> bool:
+        """Only platforms that post the video need the file."""
+        return self.target.takes_video
+
     def _ours(self, turn: TurnInfo) -> bool:
         return turn.utterance.platform == self.target.platform
 
