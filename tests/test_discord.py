@@ -198,6 +198,20 @@ async def test_a_refused_token_ends_run_with_the_fix(fake_discord: FakeDiscord) 
     assert TOKEN not in str(caught.value)
 
 
+async def test_an_unreachable_discord_is_retried_until_stopped(
+    refused_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(discord.http.Route, "BASE", f"{refused_url}/api/v10")
+    adapter = DiscordAdapter(token=TOKEN)
+    running = asyncio.create_task(adapter.run(RecordingListener()), name="test-discord")
+    async with asyncio.timeout(10):
+        while "cannot reach Discord" not in caplog.text:  # noqa: ASYNC110 - a log line
+            await asyncio.sleep(0.05)
+    await adapter.stop()
+    assert await asyncio.wait_for(running, 5) is None  # ends quietly: no error to report
+    assert TOKEN not in caplog.text
+
+
 # -- questions in ------------------------------------------------------------------------------
 
 

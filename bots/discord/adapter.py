@@ -164,7 +164,8 @@ class DiscordAdapter(ChatAdapter):
     async def login(self, listener: Listener) -> LipcastClient:
         """Build the client and log in (REST only; the gateway is :meth:`run`'s): commands and
         features are set up and synced. A refused token raises :class:`AdapterUnavailable`;
-        an unreachable Discord is retried with backoff until :meth:`stop`."""
+        an unreachable Discord is retried with backoff until :meth:`stop` (which raises
+        :class:`_Stopped`)."""
         delay = 2.0
         while True:
             client = self.build_client(listener)
@@ -184,16 +185,19 @@ class DiscordAdapter(ChatAdapter):
                 await client.close()
                 raise
             if self._stopped.is_set():
-                raise AdapterUnavailable("stopped before Discord could be reached")
+                raise _Stopped
             try:
                 await asyncio.wait_for(self._stopped.wait(), delay)
             except TimeoutError:
                 delay = min(delay * 2, LOGIN_RETRY_MAX_S)
                 continue
-            raise AdapterUnavailable("stopped before Discord could be reached")
+            raise _Stopped
 
     async def run(self, listener: Listener) -> None:
-        client = await self.login(listener)
+        try:
+            client = await self.login(listener)
+        except _Stopped:
+            return  # stopped while Discord was unreachable: nothing to close
         try:
             if not self._stopped.is_set():
                 await client.connect(reconnect=True)
@@ -479,6 +483,10 @@ class DiscordAdapter(ChatAdapter):
             state = "on" if content else "off (not needed: replies = false)"
             lines.append(Readiness(ok=True, detail=f"intents: message content {state}"))
         return lines
+
+
+class _Stopped(Exception):
+    """:meth:`DiscordAdapter.stop` was called while the login was still being retried."""
 
 
 class _SlashCommands:
