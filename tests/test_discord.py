@@ -45,7 +45,10 @@ from tests.openai_stub import OpenAIStub, last_user_text
 from tests.platform_support import Platform, echo_reply, running_router, stub_llm
 
 MENTION = f"<@{BOT_ID}>"
-PERSONAS = (PersonaChoice(id="cohost", label="Cohost"), PersonaChoice(id="teacher", label="Mira"))
+PERSONAS = (
+    PersonaChoice(id="cohost", label="Nova", languages=("en",)),
+    PersonaChoice(id="teacher", label="Mira", languages=("en", "de", "fr", "es")),
+)
 # The routes lipcast uses when bot.toml has none: each DM and each channel a conversation.
 ROUTES = routes_from_settings(Settings())
 
@@ -454,6 +457,20 @@ async def test_a_persona_switch_in_the_middle_of_a_conversation(
     assert len(conversations) == 1  # the channel's one conversation goes on, with Mira
     first, second = (sent.files[0][1] for sent in fake_discord.sent if sent.files)
     assert _background(first) != _background(second)  # the teacher's own picture
+
+
+async def test_persona_offers_the_languages_the_chosen_persona_speaks(
+    fake_discord: FakeDiscord, model: OpenAIStub
+) -> None:
+    async with session(fake_discord, model) as s:
+        typing = interaction_payload("persona", {"name": "teacher", "language": ""}, user=MOD_ID)
+        typing["type"] = 4  # APPLICATION_COMMAND_AUTOCOMPLETE, the language option focused
+        typing["data"]["options"][1]["focused"] = True
+        s.interaction(typing)
+        await fake_discord.wait_for(lambda: len(fake_discord.callbacks) == 1)
+    (answer,) = fake_discord.callbacks
+    assert answer["type"] == 8  # autocomplete result
+    assert [choice["value"] for choice in answer["data"]["choices"]] == ["en", "de", "fr", "es"]
 
 
 async def test_a_viewer_may_not_skip_and_is_told_privately(
