@@ -491,10 +491,15 @@ async def test_language_and_forget_go_to_the_viewers_conversation(
         await fake_discord.wait_for(lambda: len(fake_discord.sent) == 1)
         s.interaction(interaction_payload("forget", direct=True))
         await fake_discord.wait_for(lambda: len(fake_discord.sent) == 2)
-    language, forget = fake_discord.sent
+        typed = s.interaction(interaction_payload("ask", {"question": "!lang de"}, direct=True))
+        await fake_discord.wait_for(lambda: len(fake_discord.sent) == 3)
+    language, forget, command = fake_discord.sent
     assert language.ephemeral and "speaks en" in language.content  # cohost speaks English only
     assert forget.ephemeral and "forgot" in forget.content
     assert [command.origin.direct for command in s.listener.controls] == [True, True]
+    # a command typed into /ask is run as one, and answered as privately
+    assert command.ephemeral and "speaks en" in command.content
+    assert fake_discord.deleted_originals == [typed["token"]]
 
 
 # -- refusals ------------------------------------------------------------------------------------

@@ -300,7 +300,8 @@ class DiscordAdapter(ChatAdapter):
         self._interactions.pop(utterance.id, None)
         try:
             await interaction.delete_original_response()
-            await interaction.followup.send(_refusal_note(admission), ephemeral=True)
+            note = admission.detail if admission.reason == "command" else None
+            await interaction.followup.send(note or _refusal_note(admission), ephemeral=True)
         except discord.HTTPException as err:
             log.info("could not tell %s why /ask was refused: %s", utterance.user, _reason(err))
 
@@ -520,8 +521,16 @@ async def _defer(interaction: discord.Interaction[discord.Client], *, ephemeral:
     return True
 
 
+_REFUSAL_NOTES = {
+    "no_route": "The persona does not answer here.",
+    "closed": "lipcast is shutting down; try again later.",
+}
+
+
 def _refusal_note(admission: Admission) -> str:
     """A short, private note on why a slash command was not taken."""
+    if admission.reason in _REFUSAL_NOTES:
+        return _REFUSAL_NOTES[admission.reason]
     reason = admission.reason.replace("_", " ")
     return f"Not answered: {reason}" + (f" ({admission.detail})." if admission.detail else ".")
 
