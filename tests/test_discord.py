@@ -32,6 +32,7 @@ from tests.discord_support import (
     GUILD_ID,
     MOD_ID,
     OTHER_BOT_ID,
+    OWNER_ID,
     TOKEN,
     FakeDiscord,
     FakeGateway,
@@ -285,6 +286,28 @@ async def test_a_reply_to_the_bot_and_a_direct_message_are_questions(
     places = {sent.where for sent in fake_discord.sent}
     assert places == {f"channel:{CHANNEL_ID}", f"channel:{DM_CHANNEL_ID}"}
     assert conversations == 2  # the channel's and Ada's own, answering at the same time
+
+
+async def test_moderators_and_the_owner_are_flagged_from_their_roles(
+    fake_discord: FakeDiscord,
+) -> None:
+    listener = RecordingListener()
+    adapter = DiscordAdapter(token=TOKEN, options=DiscordOptions(sync_commands=False))
+    client = await adapter.login(listener)
+    client._connection._add_guild_from_data(guild_payload())  # type: ignore[arg-type]
+    try:
+        for author in (ADA_ID, MOD_ID, OWNER_ID):
+            payload = message_payload(f"{MENTION} hi", author=author, mentions=(BOT_ID,))
+            client._connection.parse_message_create(payload)  # type: ignore[arg-type]
+        async with asyncio.timeout(5):
+            while len(listener.heard) < 3:
+                listener.arrived.clear()
+                await listener.arrived.wait()
+    finally:
+        await client.close()
+    flags = {u.user_name: (u.moderator, u.broadcaster) for u in listener.heard}
+    # the moderator role may manage messages; the owner may do everything
+    assert flags == {"Ada": (False, False), "Mona": (True, False), "Otto": (True, True)}
 
 
 async def test_other_bots_and_messages_not_for_the_persona_are_ignored(
