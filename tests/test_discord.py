@@ -119,6 +119,7 @@ async def session(
     *,
     options: DiscordOptions | None = None,
     features: tuple[Any, ...] = (),
+    routes: list[Any] = ROUTES,
 ) -> AsyncIterator[Session]:
     """The adapter logged in to the fake Discord, talking to the real router."""
     adapter = DiscordAdapter(
@@ -130,7 +131,7 @@ async def session(
     async with contextlib.AsyncExitStack() as stack:
         stack.push_async_callback(llm.aclose)
         platform = await stack.enter_async_context(
-            running_router(ROUTES, [adapter], handler=render_handler(), llm=llm)
+            running_router(routes, [adapter], handler=render_handler(), llm=llm)
         )
         listener = RecordingListener(inner=platform.router)
         client = await adapter.login(listener)
@@ -341,6 +342,25 @@ async def test_a_2000_character_question_is_cut_and_answered(
     assert "Warum ist die Grammatik" in asked and len(asked) < 400  # ... whose filter cuts it
     assert fake_discord.sent[0].content.startswith("You asked about")
     assert fake_discord.rejected == []
+
+
+async def test_where_no_route_leads_the_persona_stays_silent(
+    fake_discord: FakeDiscord, model: OpenAIStub
+) -> None:
+    from pipeline.routing import Route
+
+    dms_only = [Route(platform="discord", direct=True, stage="personal", per="viewer")]
+    async with session(fake_discord, model, routes=dms_only) as s:
+        s.message(message_payload(f"{MENTION} anyone here?", mentions=(BOT_ID,)))
+        s.interaction(interaction_payload("ask", {"question": "hello?"}))
+        await fake_discord.wait_for(lambda: len(fake_discord.sent) == 1)
+        async with asyncio.timeout(5):
+            while len(s.listener.heard) < 2:  # both were handed to the router
+                s.listener.arrived.clear()
+                await s.listener.arrived.wait()
+    (note,) = fake_discord.sent  # the mention gets nothing at all, not even a reaction
+    assert note.ephemeral and note.content == "The persona does not answer here."
+    assert fake_discord.reactions == [] and len(fake_discord.deleted_originals) == 1
 
 
 async def test_a_long_reply_is_split_at_2000_characters(fake_discord: FakeDiscord) -> None:
