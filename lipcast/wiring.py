@@ -415,7 +415,11 @@ def build_discord_adapter(
 
     config = settings.discord
     choices = tuple(
-        PersonaChoice(id=persona.id, label=f"{persona.name} ({persona.id})")
+        PersonaChoice(
+            id=persona.id,
+            label=f"{persona.name} ({persona.id})",
+            languages=tuple(persona.spec.languages or [persona.spec.language]),
+        )
         for persona in list_personas(list(settings.persona.dirs))
     )
     options = DiscordOptions(

@@ -37,6 +37,7 @@ GOOD_BITS_PER_PIXEL = 0.06
 CONTAINER_OVERHEAD = 16_384  # bytes of moov/atoms beyond the streams, for short clips
 HEADROOM = 0.9  # single-pass bitrate control overshoots; aim below the limit
 ATTEMPTS = 3  # encodes tried at ever lower bitrates before giving up
+LIKELY_TO_FIT = 1.5  # clips this much over the limit are not first joined at their quality
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -80,15 +81,18 @@ def fit_clips(
     if not parts:
         raise EncodeError("no clips to join")
     source = _decode(parts)
-    first = _encode(source, source.width, source.height, crf=crf, preset=preset)
-    if len(first) <= limit_bytes:
-        return FittedClip(
-            media=first,
-            width=source.width,
-            height=source.height,
-            duration_s=source.duration_s,
-            reencoded=False,
-        )
+    # Joined at their own quality they come out about as large as they are: worth a try only
+    # when that is not far over the limit.
+    if sum(map(len, parts)) <= limit_bytes * LIKELY_TO_FIT:
+        first = _encode(source, source.width, source.height, crf=crf, preset=preset)
+        if len(first) <= limit_bytes:
+            return FittedClip(
+                media=first,
+                width=source.width,
+                height=source.height,
+                duration_s=source.duration_s,
+                reencoded=False,
+            )
     duration = max(source.duration_s, 0.1)
     budget_bits = (limit_bytes - CONTAINER_OVERHEAD) * 8 * HEADROOM
     audio_bitrate = 64_000 if budget_bits / duration > 400_000 else 32_000

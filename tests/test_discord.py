@@ -32,6 +32,7 @@ from tests.discord_support import (
     GUILD_ID,
     MOD_ID,
     OTHER_BOT_ID,
+    OWNER_ID,
     TOKEN,
     FakeDiscord,
     FakeGateway,
@@ -45,7 +46,10 @@ from tests.openai_stub import OpenAIStub, last_user_text
 from tests.platform_support import Platform, echo_reply, running_router, stub_llm
 
 MENTION = f"<@{BOT_ID}>"
-PERSONAS = (PersonaChoice(id="cohost", label="Cohost"), PersonaChoice(id="teacher", label="Mira"))
+PERSONAS = (
+    PersonaChoice(id="cohost", label="Nova", languages=("en",)),
+    PersonaChoice(id="teacher", label="Mira", languages=("en", "de", "fr", "es")),
+)
 # The routes lipcast uses when bot.toml has none: each DM and each channel a conversation.
 ROUTES = routes_from_settings(Settings())
 
@@ -115,6 +119,7 @@ async def session(
     *,
     options: DiscordOptions | None = None,
     features: tuple[Any, ...] = (),
+    routes: list[Any] = ROUTES,
 ) -> AsyncIterator[Session]:
     """The adapter logged in to the fake Discord, talking to the real router."""
     adapter = DiscordAdapter(
@@ -126,7 +131,7 @@ async def session(
     async with contextlib.AsyncExitStack() as stack:
         stack.push_async_callback(llm.aclose)
         platform = await stack.enter_async_context(
-            running_router(ROUTES, [adapter], handler=render_handler(), llm=llm)
+            running_router(routes, [adapter], handler=render_handler(), llm=llm)
         )
         listener = RecordingListener(inner=platform.router)
         client = await adapter.login(listener)
@@ -196,6 +201,20 @@ async def test_a_refused_token_ends_run_with_the_fix(fake_discord: FakeDiscord) 
     with pytest.raises(AdapterUnavailable, match="Reset Token") as caught:
         await asyncio.wait_for(adapter.run(RecordingListener()), 10)
     assert TOKEN not in str(caught.value)
+
+
+async def test_an_unreachable_discord_is_retried_until_stopped(
+    refused_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(discord.http.Route, "BASE", f"{refused_url}/api/v10")
+    adapter = DiscordAdapter(token=TOKEN)
+    running = asyncio.create_task(adapter.run(RecordingListener()), name="test-discord")
+    async with asyncio.timeout(10):
+        while "cannot reach Discord" not in caplog.text:  # noqa: ASYNC110 - a log line
+            await asyncio.sleep(0.05)
+    await adapter.stop()
+    assert await asyncio.wait_for(running, 5) is None  # ends quietly: no error to report
+    assert TOKEN not in caplog.text
 
 
 # -- questions in ------------------------------------------------------------------------------
@@ -270,6 +289,28 @@ async def test_a_reply_to_the_bot_and_a_direct_message_are_questions(
     assert conversations == 2  # the channel's and Ada's own, answering at the same time
 
 
+async def test_moderators_and_the_owner_are_flagged_from_their_roles(
+    fake_discord: FakeDiscord,
+) -> None:
+    listener = RecordingListener()
+    adapter = DiscordAdapter(token=TOKEN, options=DiscordOptions(sync_commands=False))
+    client = await adapter.login(listener)
+    client._connection._add_guild_from_data(guild_payload())  # type: ignore[arg-type]
+    try:
+        for author in (ADA_ID, MOD_ID, OWNER_ID):
+            payload = message_payload(f"{MENTION} hi", author=author, mentions=(BOT_ID,))
+            client._connection.parse_message_create(payload)  # type: ignore[arg-type]
+        async with asyncio.timeout(5):
+            while len(listener.heard) < 3:
+                listener.arrived.clear()
+                await listener.arrived.wait()
+    finally:
+        await client.close()
+    flags = {u.user_name: (u.moderator, u.broadcaster) for u in listener.heard}
+    # the moderator role may manage messages; the owner may do everything
+    assert flags == {"Ada": (False, False), "Mona": (True, False), "Otto": (True, True)}
+
+
 async def test_other_bots_and_messages_not_for_the_persona_are_ignored(
     fake_discord: FakeDiscord, model: OpenAIStub
 ) -> None:
@@ -301,6 +342,25 @@ async def test_a_2000_character_question_is_cut_and_answered(
     assert "Warum ist die Grammatik" in asked and len(asked) < 400  # ... whose filter cuts it
     assert fake_discord.sent[0].content.startswith("You asked about")
     assert fake_discord.rejected == []
+
+
+async def test_where_no_route_leads_the_persona_stays_silent(
+    fake_discord: FakeDiscord, model: OpenAIStub
+) -> None:
+    from pipeline.routing import Route
+
+    dms_only = [Route(platform="discord", direct=True, stage="personal", per="viewer")]
+    async with session(fake_discord, model, routes=dms_only) as s:
+        s.message(message_payload(f"{MENTION} anyone here?", mentions=(BOT_ID,)))
+        s.interaction(interaction_payload("ask", {"question": "hello?"}))
+        await fake_discord.wait_for(lambda: len(fake_discord.sent) == 1)
+        async with asyncio.timeout(5):
+            while len(s.listener.heard) < 2:  # both were handed to the router
+                s.listener.arrived.clear()
+                await s.listener.arrived.wait()
+    (note,) = fake_discord.sent  # the mention gets nothing at all, not even a reaction
+    assert note.ephemeral and note.content == "The persona does not answer here."
+    assert fake_discord.reactions == [] and len(fake_discord.deleted_originals) == 1
 
 
 async def test_a_long_reply_is_split_at_2000_characters(fake_discord: FakeDiscord) -> None:
@@ -442,6 +502,20 @@ async def test_a_persona_switch_in_the_middle_of_a_conversation(
     assert _background(first) != _background(second)  # the teacher's own picture
 
 
+async def test_persona_offers_the_languages_the_chosen_persona_speaks(
+    fake_discord: FakeDiscord, model: OpenAIStub
+) -> None:
+    async with session(fake_discord, model) as s:
+        typing = interaction_payload("persona", {"name": "teacher", "language": ""}, user=MOD_ID)
+        typing["type"] = 4  # APPLICATION_COMMAND_AUTOCOMPLETE, the language option focused
+        typing["data"]["options"][1]["focused"] = True
+        s.interaction(typing)
+        await fake_discord.wait_for(lambda: len(fake_discord.callbacks) == 1)
+    (answer,) = fake_discord.callbacks
+    assert answer["type"] == 8  # autocomplete result
+    assert [choice["value"] for choice in answer["data"]["choices"]] == ["en", "de", "fr", "es"]
+
+
 async def test_a_viewer_may_not_skip_and_is_told_privately(
     fake_discord: FakeDiscord, model: OpenAIStub
 ) -> None:
@@ -460,10 +534,15 @@ async def test_language_and_forget_go_to_the_viewers_conversation(
         await fake_discord.wait_for(lambda: len(fake_discord.sent) == 1)
         s.interaction(interaction_payload("forget", direct=True))
         await fake_discord.wait_for(lambda: len(fake_discord.sent) == 2)
-    language, forget = fake_discord.sent
+        typed = s.interaction(interaction_payload("ask", {"question": "!lang de"}, direct=True))
+        await fake_discord.wait_for(lambda: len(fake_discord.sent) == 3)
+    language, forget, command = fake_discord.sent
     assert language.ephemeral and "speaks en" in language.content  # cohost speaks English only
     assert forget.ephemeral and "forgot" in forget.content
     assert [command.origin.direct for command in s.listener.controls] == [True, True]
+    # a command typed into /ask is run as one, and answered as privately
+    assert command.ephemeral and "speaks en" in command.content
+    assert fake_discord.deleted_originals == [typed["token"]]
 
 
 # -- refusals ------------------------------------------------------------------------------------

@@ -46,7 +46,8 @@ def test_the_adapter_takes_its_settings_and_never_shows_the_token() -> None:
     assert isinstance(adapter, DiscordAdapter)
     assert adapter.options.guilds == (GUILD_ID,) and not adapter.options.replies
     assert adapter.options.max_clip_bytes == 1024 * 1024
-    assert {choice.id for choice in adapter.options.personas} >= {"cohost", "teacher"}
+    choices = {choice.id: choice for choice in adapter.options.personas}
+    assert "de" in choices["teacher"].languages and choices["cohost"].languages
     assert not adapter.intents().message_content  # not asked for when replies are off
     assert TOKEN not in repr(adapter) and TOKEN not in adapter.describe()
 

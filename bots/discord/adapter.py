@@ -164,7 +164,8 @@ class DiscordAdapter(ChatAdapter):
     async def login(self, listener: Listener) -> LipcastClient:
         """Build the client and log in (REST only; the gateway is :meth:`run`'s): commands and
         features are set up and synced. A refused token raises :class:`AdapterUnavailable`;
-        an unreachable Discord is retried with backoff until :meth:`stop`."""
+        an unreachable Discord is retried with backoff until :meth:`stop` (which raises
+        :class:`_Stopped`)."""
         delay = 2.0
         while True:
             client = self.build_client(listener)
@@ -184,16 +185,19 @@ class DiscordAdapter(ChatAdapter):
                 await client.close()
                 raise
             if self._stopped.is_set():
-                raise AdapterUnavailable("stopped before Discord could be reached")
+                raise _Stopped
             try:
                 await asyncio.wait_for(self._stopped.wait(), delay)
             except TimeoutError:
                 delay = min(delay * 2, LOGIN_RETRY_MAX_S)
                 continue
-            raise AdapterUnavailable("stopped before Discord could be reached")
+            raise _Stopped
 
     async def run(self, listener: Listener) -> None:
-        client = await self.login(listener)
+        try:
+            client = await self.login(listener)
+        except _Stopped:
+            return  # stopped while Discord was unreachable: nothing to close
         try:
             if not self._stopped.is_set():
                 await client.connect(reconnect=True)
@@ -296,7 +300,8 @@ class DiscordAdapter(ChatAdapter):
         self._interactions.pop(utterance.id, None)
         try:
             await interaction.delete_original_response()
-            await interaction.followup.send(_refusal_note(admission), ephemeral=True)
+            note = admission.detail if admission.reason == "command" else None
+            await interaction.followup.send(note or _refusal_note(admission), ephemeral=True)
         except discord.HTTPException as err:
             log.info("could not tell %s why /ask was refused: %s", utterance.user, _reason(err))
 
@@ -481,6 +486,10 @@ class DiscordAdapter(ChatAdapter):
         return lines
 
 
+class _Stopped(Exception):
+    """:meth:`DiscordAdapter.stop` was called while the login was still being retried."""
+
+
 class _SlashCommands:
     """The slash commands' handler: the adapter, with the listener of this run."""
 
@@ -512,8 +521,16 @@ async def _defer(interaction: discord.Interaction[discord.Client], *, ephemeral:
     return True
 
 
+_REFUSAL_NOTES = {
+    "no_route": "The persona does not answer here.",
+    "closed": "lipcast is shutting down; try again later.",
+}
+
+
 def _refusal_note(admission: Admission) -> str:
     """A short, private note on why a slash command was not taken."""
+    if admission.reason in _REFUSAL_NOTES:
+        return _REFUSAL_NOTES[admission.reason]
     reason = admission.reason.replace("_", " ")
     return f"Not answered: {reason}" + (f" ({admission.detail})." if admission.detail else ".")
 

@@ -36,6 +36,7 @@ class PersonaChoice:
 
     id: str
     label: str
+    languages: tuple[str, ...] = ()  # what it can speak (a teacher: what it can teach)
 
 
 class SlashHandler(Protocol):
@@ -73,6 +74,16 @@ def add_commands(
         argument = f"{name} {language}" if language else name
         await handler.command(interaction, "persona", argument)
 
+    known = {choice.id: choice.languages for choice in personas}
+
+    async def languages_of_persona(
+        interaction: discord.Interaction[discord.Client], current: str
+    ) -> list[app_commands.Choice[str]]:
+        # The languages of the persona chosen in the same command, else of every persona.
+        chosen = getattr(interaction.namespace, "name", None)
+        codes = known.get(chosen, ()) if chosen else ()
+        return _language_choices(codes or _all_languages(personas), current)
+
     if personas:
         persona = app_commands.choices(
             name=[
@@ -94,14 +105,21 @@ def add_commands(
         name="persona", description="Switch the persona who answers here", callback=persona
     )
     switch.default_permissions = discord.Permissions(manage_messages=True)
+    switch.autocomplete("language")(languages_of_persona)
+
+    async def any_language(
+        interaction: discord.Interaction[discord.Client], current: str
+    ) -> list[app_commands.Choice[str]]:
+        return _language_choices(_all_languages(personas), current)
+
+    speak: app_commands.Command[app_commands.Group, ..., None] = app_commands.Command(
+        name="language", description="The language the persona speaks with you", callback=language
+    )
+    speak.autocomplete("code")(any_language)
     commands: list[app_commands.Command[app_commands.Group, ..., None]] = [
         app_commands.Command(name="ask", description="Ask the persona", callback=ask),
         switch,
-        app_commands.Command(
-            name="language",
-            description="The language the persona speaks with you",
-            callback=language,
-        ),
+        speak,
         app_commands.Command(
             name="forget", description="Make the persona forget what you said", callback=forget
         ),
@@ -111,6 +129,18 @@ def add_commands(
     for command in commands:
         tree.add_command(command)
     return [command.name for command in commands]
+
+
+def _all_languages(personas: Sequence[PersonaChoice]) -> tuple[str, ...]:
+    return tuple(sorted({code for choice in personas for code in choice.languages}))
+
+
+def _language_choices(codes: Sequence[str], current: str) -> list[app_commands.Choice[str]]:
+    """The codes that start with what the viewer typed so far, as Discord's suggestions."""
+    typed = current.strip().lower()
+    return [app_commands.Choice(name=code, value=code) for code in codes if code.startswith(typed)][
+        :MAX_CHOICES
+    ]
 
 
 def _moderator_command(
