@@ -149,10 +149,13 @@ class Router:
         found = self.route_for(origin)
         if found is None:
             return Admission(accepted=False, reason="no_route")
+        index, route = found
+        if route.stage == "personal" and route.per == "viewer":
+            # The viewer's own conversation (a DM, a lesson): theirs to skip, switch, pause.
+            command = dataclasses.replace(command, owner=True)
         if not may_control(command):
             log.info("%s may not %s: not a moderator; ignored", origin.viewer, command.name)
             return Admission(accepted=False, reason="not_allowed", detail="for moderators only")
-        index, route = found
         key = self.key_for(index, route, origin)
         if command.name == "persona":
             return await self._switch_persona(key, index, route, origin, command.argument)

@@ -129,6 +129,9 @@ class Control:
     name: ControlName
     origin: Utterance
     argument: str = ""  # "persona": "NAME [LANGUAGE]"; "language": a code; "forget": a user
+    # The origin owns the conversation it acts on (a viewer's own DM conversation): every
+    # command is theirs to give there. Set by the router, never by an adapter.
+    owner: bool = False
 
 
 _CONTROL_TEXT = re.compile(
@@ -162,7 +165,12 @@ def parse_control(utterance: Utterance) -> Control | None:
 def may_control(command: Control) -> bool:
     """Whether ``command``'s origin may give it: moderator commands need a moderator."""
     origin = command.origin
-    return command.name not in MODERATOR_CONTROLS or origin.moderator or origin.broadcaster
+    return (
+        command.name not in MODERATOR_CONTROLS
+        or command.owner
+        or origin.moderator
+        or origin.broadcaster
+    )
 
 
 class Listener(Protocol):

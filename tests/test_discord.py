@@ -553,7 +553,7 @@ async def test_refusals_are_a_reaction_or_a_private_note(fake_discord: FakeDisco
     adapter = DiscordAdapter(token=TOKEN, options=DiscordOptions(clips=False))
     async with running_pipeline(handler=render_handler(), rules=rules) as pipeline:
         conversation = pipeline.conversation
-        conversation.sinks.append(ReplySink(adapter, read_aloud_replies=True))
+        conversation.sinks.append(ReplySink(adapter))
         turns = asyncio.create_task(conversation.run(), name="test-turns")
         client = await adapter.login(conversation)
         client._connection._add_guild_from_data(guild_payload())  # type: ignore[arg-type]

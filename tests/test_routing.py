@@ -136,7 +136,7 @@ async def test_a_persona_switch_in_the_middle_of_a_conversation_keeps_its_place(
         answer = await p.router.control(
             Control(
                 name="persona",
-                origin=message("discord", "dm", "ada", "/persona", direct=True, moderator=True),
+                origin=message("discord", "dm", "ada", "/persona", direct=True),  # her own DM
                 argument="cohost",
             )
         )

@@ -45,9 +45,8 @@ class ReplyTarget(Protocol):
 class ReplySink(ClipSink):
     """Sends the turns of one platform back to it."""
 
-    def __init__(self, target: ReplyTarget, *, read_aloud_replies: bool = False) -> None:
+    def __init__(self, target: ReplyTarget) -> None:
         self.target = target
-        self.read_aloud_replies = read_aloud_replies  # post read-aloud turns too (off: echo)
         self._clips: dict[str, list[Clip]] = {}
 
     @property
@@ -58,8 +57,13 @@ class ReplySink(ClipSink):
     def _ours(self, turn: TurnInfo) -> bool:
         return turn.utterance.platform == self.target.platform
 
+    def _posts(self, turn: TurnInfo) -> bool:
+        """Whether this turn's reply is posted: answers always; a message read aloud only
+        where the platform shows the video (the chat already shows the words)."""
+        return turn.mode == "reply" or self.target.takes_video
+
     async def turn_started(self, turn: TurnInfo) -> None:
-        if self._ours(turn):
+        if self._ours(turn) and self._posts(turn):
             if self.target.takes_video:
                 self._clips[turn.turn_id] = []
             await self.target.replying(turn.utterance)
@@ -80,8 +84,8 @@ class ReplySink(ClipSink):
         clips = tuple(self._clips.pop(turn.turn_id, ()))
         if report.outcome not in _POSTED or not report.spoken_text:
             return
-        if turn.mode == "read_aloud" and not self.read_aloud_replies:
-            return  # the chat already shows what was read aloud
+        if not self._posts(turn):
+            return
         reply = Reply(
             utterance=turn.utterance,
             turn_id=turn.turn_id,
