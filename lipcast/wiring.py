@@ -32,6 +32,7 @@ from pipeline.jobs.queue import JobQueue, QueueOptions, open_job_queue
 from pipeline.jobs.render import ClipRenderer, RenderJobHandler
 from pipeline.routing import Route
 from pipeline.services.llm import LLM, LLM_BACKENDS
+from pipeline.services.stt import STT, STT_BACKENDS
 from pipeline.services.tts import TTS, TTS_BACKENDS
 
 if TYPE_CHECKING:
@@ -52,6 +53,18 @@ def build_tts(settings: Settings, secrets: Secrets) -> TTS:
         options["token"] = secrets.silero_token.get_secret_value()
     tts: TTS = cls(**options)
     return tts
+
+
+def build_stt(settings: Settings, secrets: Secrets) -> STT:
+    """The speech-to-text backend named by ``[stt] backend``, configured from its section."""
+    name = settings.stt.backend
+    cls = load_backend("STT", name, STT_BACKENDS)
+    options: dict[str, Any] = getattr(settings.stt, name.replace("-", "_")).model_dump()
+    if name == "openai":
+        key = secrets.openai_api_key
+        options["api_key"] = key.get_secret_value() if key else None
+    stt: STT = cls(**options)
+    return stt
 
 
 def build_renderer(settings: Settings) -> Renderer:
