@@ -48,3 +48,30 @@ def from_stereo_pcm16(data: bytes) -> FloatArray:
     pcm = np.frombuffer(data[:usable], dtype="<i2").astype(np.float32).reshape(-1, 2)
     mono: FloatArray = (pcm.mean(axis=1) / 32768.0).astype(np.float32)
     return mono
+
+
+class StreamResampler:
+    """Converts a stream of 16-bit interleaved PCM frames, frame by frame, to mono float32 at
+    another rate, with the resampler's filter state carried across frames (one per speaker)."""
+
+    def __init__(self, *, in_rate: int = 48_000, in_channels: int = 2, out_rate: int = 16_000):
+        import av
+
+        self._in_rate = in_rate
+        self._layout = {1: "mono", 2: "stereo"}[in_channels]
+        self._channels = in_channels
+        self._resampler = av.AudioResampler(format="flt", layout="mono", rate=out_rate)
+
+    def push(self, pcm: bytes) -> FloatArray:
+        """Resample one piece of PCM; returns what the resampler has ready (may be empty)."""
+        import av
+
+        usable = len(pcm) - len(pcm) % (2 * self._channels)
+        samples = np.frombuffer(pcm[:usable], dtype="<i2").reshape(1, -1)
+        frame = av.AudioFrame.from_ndarray(samples, format="s16", layout=self._layout)
+        frame.sample_rate = self._in_rate
+        parts = [out.to_ndarray().reshape(-1) for out in self._resampler.resample(frame)]
+        if not parts:
+            return np.zeros(0, dtype=np.float32)
+        out: FloatArray = np.concatenate(parts).astype(np.float32)
+        return out
