@@ -37,7 +37,7 @@ class SegmenterOptions:
     end_silence_ms: int = 500
     min_speech_ms: int = 250
     max_utterance_s: float = 20.0
-    onset_ms: int = 96  # speech this long is reported as started (barge-in)
+    onset_ms: int = 64  # speech this long is reported as started (barge-in reacts to it)
     pre_roll_ms: int = 192  # audio kept from before the onset, so the first sound is whole
 
 
