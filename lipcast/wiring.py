@@ -38,6 +38,7 @@ from pipeline.services.tts import TTS, TTS_BACKENDS
 if TYPE_CHECKING:
     from bots.base import ChatAdapter
     from bots.discord.features import DiscordFeature
+    from bots.discord.voice.feature import VoiceFeature
     from lipsync.atlas import Atlas
 
 
@@ -65,6 +66,30 @@ def build_stt(settings: Settings, secrets: Secrets) -> STT:
         options["api_key"] = key.get_secret_value() if key else None
     stt: STT = cls(**options)
     return stt
+
+
+def build_voice_feature(settings: Settings, secrets: Secrets) -> VoiceFeature:
+    """The Discord adapter's voice feature (``/join``, ``/leave``, spoken replies) as ``[voice]``
+    and ``[stt]`` configure it (not set up: the adapter does that)."""
+    from bots.discord.voice.feature import VoiceFeature, VoiceOptions
+    from pipeline.speech.segmenter import SegmenterOptions
+
+    voice = settings.voice
+    options = VoiceOptions(
+        segmenter=SegmenterOptions(
+            threshold=voice.vad_threshold,
+            end_silence_ms=voice.end_silence_ms,
+            min_speech_ms=voice.min_speech_ms,
+            max_utterance_s=voice.max_utterance_s,
+        ),
+        barge_in=voice.barge_in,
+        duck_volume=voice.duck_volume,
+        text_channel=int(voice.text_channel) if voice.text_channel else None,
+        post_clips=voice.post_clips,
+        rejoin_after_failures=voice.rejoin_after_failures,
+        language=settings.persona.language,
+    )
+    return VoiceFeature(stt=build_stt(settings, secrets), options=options)
 
 
 def build_renderer(settings: Settings) -> Renderer:

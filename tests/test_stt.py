@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from aiohttp import web
 
-from lipcast.config import Secrets, Settings
+from lipcast.config import Secrets, Settings, parse_settings
 from lipcast.wiring import build_stt
 from pipeline.audio import AudioChunk, read_wav
 from pipeline.errors import BackendError, ConfigError, InputError
@@ -148,3 +148,17 @@ async def test_openai_backend_unreachable_server(refused_url: str) -> None:
     finally:
         await stt.aclose()
     assert err.value.transient
+
+
+def test_voice_feature_is_built_from_voice_and_stt_sections() -> None:
+    from lipcast.wiring import build_voice_feature
+
+    settings = Settings.model_validate(
+        {"voice": {"end_silence_ms": 700, "barge_in": "duck", "text_channel": "123456789"}}
+    )
+    feature = build_voice_feature(settings, Secrets())
+    assert feature.options.segmenter.end_silence_ms == 700
+    assert feature.options.barge_in == "duck"
+    assert feature.options.text_channel == 123456789
+    with pytest.raises(ConfigError, match=r"voice\.text_channel"):
+        parse_settings({"voice": {"text_channel": "#general"}}, source="bot.toml")
