@@ -188,7 +188,7 @@ async def rig(whisper: FasterWhisperSTT) -> AsyncIterator[Rig]:
     ws._connection = link._connection
     listener, poster, rejoins = Listening(), Poster(), []
 
-    async def rejoin() -> None:
+    def rejoin() -> None:
         rejoins.append(1)
 
     session = VoiceSession(
@@ -350,3 +350,23 @@ async def test_sustained_decrypt_failures_rejoin_and_show_in_doctor(rig: Rig) ->
     [line] = receive_report([rig.session])
     assert "40 not decryptable (DAVE)" in line.detail and "failing now" in line.detail
     assert not line.ok
+
+
+async def test_feature_registers_join_and_leave_and_plays_only_its_channels(
+    whisper: FasterWhisperSTT,
+) -> None:
+    from discord import app_commands
+
+    from bots.discord.voice.feature import VoiceFeature
+
+    client = discord.Client(intents=discord.Intents.all())
+    tree = app_commands.CommandTree(client)
+    feature = VoiceFeature(stt=whisper, options=VoiceOptions(), vad=VAD)
+    await feature.setup(client, tree, Listening())
+    assert {command.name for command in tree.get_commands()} == {"join", "leave"}
+    elsewhere = clip("t9", 0, tone(0.2, 0.5), "Not for voice.")
+    await feature.play(elsewhere)  # no channel joined: nothing happens, nothing fails
+    assert await feature.leave(GUILD) is False
+    checks = await feature.check()
+    assert checks[0].ok and "DAVE v1" in checks[0].detail
+    await client.close()

@@ -102,7 +102,7 @@ class VoiceSession:
         options: VoiceOptions,
         name_of: NameOf,
         poster: TextChannelPoster | None = None,
-        on_rejoin: Callable[[], Awaitable[None]] | None = None,
+        on_rejoin: Callable[[], None] | None = None,
     ) -> None:
         self.link = link
         self.guild_id = guild_id
@@ -186,10 +186,8 @@ class VoiceSession:
             user_id,
         )
         if self._on_rejoin is not None:
-            rejoin = self._on_rejoin
-            self._loop.call_soon_threadsafe(
-                lambda: self._spawn(rejoin(), f"voice-rejoin-{self.channel_id}")
-            )
+            # The feature re-joins: the new connection outlives this session and its tasks.
+            self._loop.call_soon_threadsafe(self._on_rejoin)
 
     async def _tick(self) -> None:
         while True:
@@ -351,6 +349,8 @@ class VoiceFeature:
         self._sessions: dict[int, VoiceSession] = {}
         self._client: Any = None
         self._listener: Listener | None = None
+        self._rejoining: set[int] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
 
     async def setup(self, client: Any, tree: Any, listener: Listener) -> None:
         """Register ``/join`` and ``/leave`` on ``tree``; load the VAD and STT models."""
@@ -410,8 +410,14 @@ class VoiceFeature:
             member = guild.get_member(user_id)
             return str(member.display_name) if member is not None else str(user_id)
 
-        async def rejoin() -> None:
-            await self.join(channel)
+        def rejoin() -> None:
+            if guild.id in self._rejoining:
+                return
+            self._rejoining.add(guild.id)
+            task = asyncio.ensure_future(self._rejoin(channel))
+            task.set_name(f"voice-rejoin-{channel.id}")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
         session = VoiceSession(
             link=link,
@@ -430,6 +436,15 @@ class VoiceFeature:
         self._sessions[guild.id] = session
         log.info("voice: listening in %s (%s)", channel.name, channel.id)
         return session
+
+    async def _rejoin(self, channel: Any) -> None:
+        try:
+            await self.join(channel)
+            log.info("voice: re-joined %s with a fresh session", channel.id)
+        except Exception as err:  # noqa: BLE001 - logged; /join tries again
+            log.warning("voice: re-joining %s failed: %s; use /join", channel.id, err)
+        finally:
+            self._rejoining.discard(channel.guild.id)
 
     async def leave(self, guild_id: int) -> bool:
         """Disconnect from the guild's voice channel; False when not in one."""
