@@ -208,7 +208,7 @@ async def rig(whisper: FasterWhisperSTT) -> AsyncIterator[Rig]:
         poster=poster,
         on_rejoin=rejoin,
     )
-    link.on_speaker_left = lambda user: session.segmenter.drop(str(user))
+    link.on_speaker_left = session.forget
     session.start()
     link._connection._socket_reader.resume()  # as discord.py does once connected
     sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -345,7 +345,7 @@ async def test_sustained_decrypt_failures_rejoin_and_show_in_doctor(rig: Rig) ->
     )
     await rig.gateway(5, {"user_id": str(ADA), "ssrc": SSRC_ADA, "speaking": 1})
     await rig.send(packets[:40])
-    await wait_for(lambda: bool(rig.rejoins))
+    await wait_for(lambda: bool(rig.rejoins) and received(rig, ADA) == 40)
     assert rig.rejoins == [1]
     [line] = receive_report([rig.session])
     assert "40 not decryptable (DAVE)" in line.detail and "failing now" in line.detail

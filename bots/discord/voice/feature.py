@@ -72,6 +72,8 @@ class VoiceLink(Protocol):
 
     def is_playing(self) -> bool: ...
 
+    def stop(self) -> None: ...
+
     async def disconnect(self, *, force: bool = False) -> None: ...
 
 
@@ -167,9 +169,19 @@ class VoiceSession:
         for event in self.segmenter.feed(str(user_id), resampler.push(pcm)):
             if isinstance(event, SpeechStarted):
                 self._barge_in()  # at once, from this thread: no hop through the loop
-            elif isinstance(event, SpeechFinished) and self._source is not None:
-                self._source.release()
+            elif isinstance(event, SpeechFinished):
+                self._unduck()
             self._loop.call_soon_threadsafe(self._events.put_nowait, event)
+
+    def _unduck(self) -> None:
+        source = self._source
+        if source is not None and not self.segmenter.speaking():  # nobody else still talks
+            source.release()
+
+    def forget(self, user_id: int) -> None:
+        """A speaker left the channel: drop what they were saying."""
+        self.segmenter.drop(str(user_id))
+        self._resamplers.pop(user_id, None)
 
     def _barge_in(self) -> None:
         source = self._source
@@ -193,8 +205,8 @@ class VoiceSession:
         while True:
             await asyncio.sleep(TICK_S)
             for event in self.segmenter.tick():
-                if isinstance(event, SpeechFinished) and self._source is not None:
-                    self._source.release()
+                if isinstance(event, SpeechFinished):
+                    self._unduck()
                 self._events.put_nowait(event)
 
     async def _consume(self) -> None:
@@ -247,6 +259,8 @@ class VoiceSession:
         source = SpeechSource(on_first_frame=self._first_frame)
         await asyncio.to_thread(source.add, clip.audio, clip.text)
         self._source = source
+        if self.link.is_playing():  # the last source has ended; its player may not have yet
+            self.link.stop()
         self.link.play(source, after=self._played)
 
     def _first_frame(self, at: float) -> None:
@@ -431,7 +445,7 @@ class VoiceFeature:
             poster=DiscordPoster(self._client),
             on_rejoin=rejoin,
         )
-        link.on_speaker_left = lambda user: session.segmenter.drop(str(user))
+        link.on_speaker_left = session.forget
         session.start()
         self._sessions[guild.id] = session
         log.info("voice: listening in %s (%s)", channel.name, channel.id)
