@@ -338,7 +338,10 @@ async def test_barge_in_stops_the_reply_and_drops_the_rest_of_it(rig: Rig) -> No
     await wait_for(lambda: len(rig.link.played) > played_before, 5)
 
 
-async def test_sustained_decrypt_failures_rejoin_and_show_in_doctor(rig: Rig) -> None:
+async def test_sustained_decrypt_failures_rejoin_and_show_in_doctor(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    rig.session.report_every_s = 0.2
     stranger = form_group((ADA,))  # a client still on an old group's keys
     packets = Talker(secret_key=SECRET, ssrc=SSRC_ADA, dave=stranger.viewers[ADA]).packets(
         opus_frames(await speak("Hello there, how are you doing?"))
@@ -350,6 +353,8 @@ async def test_sustained_decrypt_failures_rejoin_and_show_in_doctor(rig: Rig) ->
     [line] = receive_report([rig.session])
     assert "40 not decryptable (DAVE)" in line.detail and "failing now" in line.detail
     assert not line.ok
+    await wait_for(lambda: "40 packets not decryptable (DAVE)" in caplog.text, 5)
+    assert "Ada: 40 DAVE, 0 corrupt" in caplog.text
 
 
 async def test_feature_registers_join_and_leave_and_plays_only_its_channels(

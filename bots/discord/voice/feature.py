@@ -44,6 +44,7 @@ from pipeline.utterance import Listener, Utterance
 log = logging.getLogger(__name__)
 
 TICK_S = 0.05  # how often silence after the last packet is checked
+FAILURE_REPORT_S = 60.0  # how often new decryption failures are summed up in the log
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -131,6 +132,8 @@ class VoiceSession:
         self._current_turn: str | None = None
         self._reply_lines: dict[str, tuple[Any, str]] = {}  # turn id -> (message, text so far)
         self.heard: list[Utterance] = []
+        self.report_every_s = FAILURE_REPORT_S
+        self._reported_failures = (0, 0)
         self.first_frame_at: float | None = None  # when the latest reply's first frame played
 
     # -- life cycle --------------------------------------------------------------------------
@@ -202,8 +205,12 @@ class VoiceSession:
             self._loop.call_soon_threadsafe(self._on_rejoin)
 
     async def _tick(self) -> None:
+        reported = self._loop.time()
         while True:
             await asyncio.sleep(TICK_S)
+            if self._loop.time() - reported >= self.report_every_s:
+                reported = self._loop.time()
+                self._report_failures()
             for event in self.segmenter.tick():
                 if isinstance(event, SpeechFinished):
                     self._unduck()
@@ -241,6 +248,29 @@ class VoiceSession:
         admission = await self._listener.hear(utterance)
         if not admission.accepted:
             log.info("voice: %s not answered (%s)", name, admission.reason)
+
+    def _report_failures(self) -> None:
+        """Log the decryption failures since the last report, per speaker (none: no line)."""
+        stats = self.receiver.stats()
+        dave = sum(s.dave_failures for s in stats.values())
+        transport = sum(s.transport_failures for s in stats.values())
+        last_dave, last_transport = self._reported_failures
+        if (dave, transport) == (last_dave, last_transport):
+            return
+        self._reported_failures = (dave, transport)
+        speakers = ", ".join(
+            f"{self._name_of(user)}: {s.dave_failures} DAVE, {s.transport_failures} corrupt"
+            for user, s in stats.items()
+            if s.dave_failures or s.transport_failures
+        )
+        log.warning(
+            "voice receive in channel %s: %d packets not decryptable (DAVE) and %d corrupt since "
+            "the last report (%s); `lipcast doctor` shows the totals while connected",
+            self.channel_id,
+            dave - last_dave,
+            transport - last_transport,
+            speakers,
+        )
 
     # -- speaking ----------------------------------------------------------------------------
 
