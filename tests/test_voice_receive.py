@@ -321,3 +321,15 @@ def test_receiver_ignores_packets_before_the_session_keys() -> None:
     )
     receiver.feed(b"\x80\x78" + bytes(40))
     assert receiver.ignored == 1
+
+
+def test_another_transport_mode_is_said_once_and_ignored(caplog: pytest.LogCaptureFixture) -> None:
+    receiver = VoiceReceiver(
+        keys=lambda: ConnectionKeys(secret_key=SECRET, mode="xsalsa20_poly1305_lite", dave=None),
+        on_audio=lambda user, pcm: pytest.fail("no audio in another mode"),
+    )
+    packet = Talker(secret_key=SECRET, ssrc=SSRC_ALICE).packets([b"\xf8\xff\xfe"])[0]
+    receiver.feed(packet)
+    receiver.feed(packet)
+    assert receiver.ignored == 2
+    assert caplog.text.count("xsalsa20_poly1305_lite") == 1

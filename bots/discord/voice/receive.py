@@ -26,7 +26,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
-from bots.discord.voice.rtp import OPUS_PAYLOAD_TYPE, PacketError, TransportCipher, parse_header
+from bots.discord.voice.rtp import (
+    OPUS_PAYLOAD_TYPE,
+    TRANSPORT_MODE,
+    PacketError,
+    TransportCipher,
+    parse_header,
+)
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +120,7 @@ class VoiceReceiver:
         self._stats: dict[int, SpeakerStats] = {}
         self._cipher: TransportCipher | None = None
         self.ignored = 0  # packets that were not voice (RTCP, malformed, before the keys)
+        self._warned_mode = False
 
     # -- the voice gateway's events (from the event loop) ------------------------------------
 
@@ -162,8 +169,16 @@ class VoiceReceiver:
             self.ignored += 1  # RTCP and anything else
             return
         keys = self._keys()
-        if keys.secret_key is None:
+        if keys.secret_key is None or (keys.mode is not None and keys.mode != TRANSPORT_MODE):
             self.ignored += 1
+            if keys.mode is not None and not self._warned_mode:
+                self._warned_mode = True
+                log.warning(
+                    "voice: the connection uses the transport mode %r; lipcast receives only %r, "
+                    "so it hears nothing in this channel",
+                    keys.mode,
+                    TRANSPORT_MODE,
+                )
             return
         with self._lock:
             stream = self._stream(header.ssrc)
@@ -171,7 +186,12 @@ class VoiceReceiver:
             if stats is not None:
                 stats.packets += 1
             try:
-                frame = self._cipher_for(keys.secret_key).open(packet, header)
+                cipher = self._cipher_for(keys.secret_key)
+            except ValueError:  # not a 32-byte key: the session description was not one
+                self.ignored += 1
+                return
+            try:
+                frame = cipher.open(packet, header)
             except PacketError as err:
                 # Counted, and left as a gap in the sequence: the next packet conceals it.
                 if stats is not None:
