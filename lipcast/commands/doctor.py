@@ -143,6 +143,7 @@ def checks(context: Context) -> list[Check]:
         found.append(Check("info", variable, "set" if present else "not set"))
 
     found.extend(_adapters(settings, secrets))
+    found.extend(_voice(settings))
     found.append(_llm(settings, secrets))
     found.append(_broker(settings, secrets))
     found.append(_gpu())
@@ -172,6 +173,42 @@ def _adapters(settings: Settings, secrets: Secrets) -> list[Check]:
         for line in readiness:
             status = "FAIL" if not line.ok else "warn" if line.warning else "ok"
             found.append(Check(status, topic, line.detail))
+    return found
+
+
+def _voice(settings: Settings) -> list[Check]:
+    """Speech-to-text and Discord voice receive under DAVE: installed and loadable?"""
+    from pipeline.services.stt import STT_BACKENDS
+
+    needed = settings.discord.enabled  # voice is part of the Discord adapter
+    spec = STT_BACKENDS[settings.stt.backend]
+    missing = spec.missing()
+    found = []
+    if missing:
+        fix = (
+            f'pip install "lipcast[{spec.extra}]"' if spec.extra else f"pip install {spec.package}"
+        )
+        found.append(
+            Check(
+                "FAIL" if needed else "info", f"stt.{settings.stt.backend}", f"not installed: {fix}"
+            )
+        )
+    else:
+        found.append(Check("ok", f"stt.{settings.stt.backend}", spec.description + " (selected)"))
+    if importlib.util.find_spec("discord") is None:
+        found.append(
+            Check(
+                "FAIL" if needed else "info",
+                "voice",
+                'discord.py is not installed: pip install "lipcast[voice]"',
+            )
+        )
+        return found
+    from bots.discord.voice.feature import voice_requirements
+
+    for line in voice_requirements():
+        status = "ok" if line.ok and not line.warning else ("warn" if line.ok else "FAIL")
+        found.append(Check(status if needed or status == "ok" else "info", "voice", line.detail))
     return found
 
 
