@@ -367,6 +367,9 @@ class DiscordSettings(_Section):
     direct_messages: bool = True  # answer direct messages
     clips: bool = True  # post the lip-synced video after the text
     max_clip_mb: float = Field(default=10.0, gt=0, le=500)  # and at most the channel's limit
+    # voice channels (/join, /leave) and voice messages, with [voice] and [stt]; needs
+    # pip install ".[voice]" (without it Discord runs text only and says so at start-up)
+    voice: bool = True
 
     @field_validator("guilds")
     @classmethod
@@ -391,6 +394,7 @@ class RouteSettings(_Section):
     channel: str = Field(default="*", min_length=1, max_length=100)
     guild: str | None = Field(default=None, min_length=1, max_length=40)  # a Discord server id
     direct: bool | None = None  # True: direct messages only; False: channels only; None: both
+    voice: bool | None = None  # True: speech only (voice channels, voice messages); False: text
     persona: str | None = None  # a persona name or folder; default: [persona] default
     language: str | None = Field(default=None, min_length=2, max_length=3)
     # "stream": the live show (one reply at a time, to the overlay); "personal": a
@@ -399,11 +403,13 @@ class RouteSettings(_Section):
     per: Literal["channel", "viewer"] = "channel"  # personal stages: whose conversation
 
 
-# Without [[routes]] in bot.toml: the console and Twitch chat speak on stream; each Discord
-# DM is the viewer's own conversation, and each Discord channel a conversation of its own.
+# Without [[routes]] in bot.toml: the console and Twitch chat speak on stream; each speaker in
+# a Discord voice channel and each Discord DM is the viewer's own conversation, and each
+# Discord text channel a conversation of its own.
 DEFAULT_ROUTES: tuple[RouteSettings, ...] = (
     RouteSettings(platform="console", stage="stream"),
     RouteSettings(platform="twitch", stage="stream"),
+    RouteSettings(platform="discord", voice=True, stage="personal", per="viewer"),
     RouteSettings(platform="discord", direct=True, stage="personal", per="viewer"),
     RouteSettings(platform="discord", direct=False, stage="personal", per="channel"),
 )

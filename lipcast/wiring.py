@@ -9,6 +9,7 @@ Nothing here starts or opens what it builds.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Sequence
 from functools import partial
 from pathlib import Path
@@ -34,6 +35,8 @@ from pipeline.routing import Route
 from pipeline.services.llm import LLM, LLM_BACKENDS
 from pipeline.services.stt import STT, STT_BACKENDS
 from pipeline.services.tts import TTS, TTS_BACKENDS
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from bots.base import ChatAdapter
@@ -71,6 +74,11 @@ def build_stt(settings: Settings, secrets: Secrets) -> STT:
 def build_voice_feature(settings: Settings, secrets: Secrets) -> VoiceFeature:
     """The Discord adapter's voice feature (``/join``, ``/leave``, spoken replies) as ``[voice]``
     and ``[stt]`` configure it (not set up: the adapter does that)."""
+    import importlib.util
+
+    for module, package in (("faster_whisper", "faster-whisper"), ("onnxruntime", "onnxruntime")):
+        if importlib.util.find_spec(module) is None:  # the speech detector's model and runtime
+            raise MissingDependencyError("Discord voice", package=package, extra="voice")
     from bots.discord.voice.feature import VoiceFeature, VoiceOptions
     from pipeline.speech.segmenter import SegmenterOptions
 
@@ -415,6 +423,7 @@ def routes_from_settings(settings: Settings, *, persona: str | None = None) -> l
             channel=route.channel,
             guild=route.guild,
             direct=route.direct,
+            voice=route.voice,
             persona=route.persona or fallback,
             language=route.language or (settings.persona.language if not route.persona else None),
             stage=route.stage,
@@ -472,7 +481,17 @@ def build_discord_adapter(
         clip_preset=settings.render.preset,
         personas=choices,
     )
-    return DiscordAdapter(token=token, options=options, features=features)
+    transcribe = None
+    if config.voice and not features:
+        try:
+            voice = build_voice_feature(settings, secrets)
+        except MissingDependencyError as err:
+            log.warning(
+                "Discord runs text only, without voice channels and voice messages: %s", err
+            )
+        else:
+            features, transcribe = (voice,), voice.transcribe_message
+    return DiscordAdapter(token=token, options=options, features=features, transcribe=transcribe)
 
 
 AdapterBuilder = Callable[["Settings", "Secrets"], "ChatAdapter"]

@@ -48,6 +48,7 @@ class Route:
     channel: str = "*"  # a channel id or name; "*" for any
     guild: str | None = None
     direct: bool | None = None  # True: direct messages only; False: channels only
+    voice: bool | None = None  # True: speech only; False: text only
     persona: str = "cohost"  # a persona name or folder
     language: str | None = None
     stage: Stage = "stream"
@@ -58,6 +59,8 @@ class Route:
         if utterance.platform != self.platform:
             return False
         if self.direct is not None and utterance.direct != self.direct:
+            return False
+        if self.voice is not None and (utterance.trigger == "voice") != self.voice:
             return False
         if self.guild is not None and utterance.guild != self.guild:
             return False
@@ -71,6 +74,8 @@ class Route:
         where = [self.platform]
         if self.guild:
             where.append(f"guild {self.guild}")
+        if self.voice is True:
+            where.append("voice")
         if self.direct is True:
             where.append("direct messages")
         elif self.channel != "*":

@@ -284,12 +284,20 @@ class FakeDiscord:
     requests: list[str] = field(default_factory=list)
     expired: set[str] = field(default_factory=set)  # interaction tokens Discord forgot
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    files: dict[str, bytes] = field(default_factory=dict)  # attachments it serves, by name
     _interaction_limits: dict[str, int] = field(default_factory=dict)
+
+    async def _attachment(self, request: web.Request) -> web.Response:
+        data = self.files.get(request.match_info["name"])
+        if data is None:
+            return web.Response(status=404)
+        return web.Response(body=data, content_type="audio/ogg")
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=256 * MIB)
         api = "/api/v10"
         app.router.add_get(f"{api}/users/@me", self._me)
+        app.router.add_get("/attachments/{name}", self._attachment)  # the CDN, for downloads
         app.router.add_get(f"{api}/oauth2/applications/@me", self._application)
         app.router.add_put(f"{api}/applications/{{app}}/commands", self._sync)
         app.router.add_put(f"{api}/applications/{{app}}/guilds/{{guild}}/commands", self._sync)
@@ -323,9 +331,10 @@ class FakeDiscord:
     @web.middleware
     async def _record(self, request: web.Request, handler: Any) -> web.StreamResponse:
         # Interaction callbacks and follow-ups authenticate by their token in the path.
-        # The gateway checks the token in IDENTIFY, not in the HTTP upgrade.
+        # The gateway checks the token in IDENTIFY, not in the HTTP upgrade; the CDN's
+        # attachment links are signed URLs, downloaded without the bot's token.
         by_token = request.path.startswith(
-            ("/api/v10/webhooks/", "/api/v10/interactions/", "/gateway")
+            ("/api/v10/webhooks/", "/api/v10/interactions/", "/gateway", "/attachments/")
         )
         if not by_token and request.headers.get("Authorization") != f"Bot {self.valid_token}":
             return _error(401, 0, "401: Unauthorized")

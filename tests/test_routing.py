@@ -257,3 +257,19 @@ async def test_sinks_that_draw_get_the_clip_before_its_mp4_is_made() -> None:
         assert [r.outcome for r in p.router.stream.reports] == ["completed"]
     (filed,) = filing.clips
     assert filed.media.startswith(b"MP4:") and filed.seq == early.seq == 0
+
+
+async def test_by_default_each_speaker_in_a_voice_channel_has_a_conversation_of_their_own() -> None:
+    from lipcast.config import Settings
+    from lipcast.wiring import routes_from_settings
+
+    routes = routes_from_settings(Settings())
+    async with running_router(routes, [DiscordLike()]) as p:
+        for user in ("ada", "bob"):
+            spoken = message("discord", "voice-1", user, "hello there", guild="g", trigger="voice")
+            assert (await p.router.hear(spoken)).accepted
+        await p.router.hear(message("discord", "text-1", "cy", "hi all", guild="g"))
+        await p.router.hear(message("discord", "text-1", "dee", "hi too", guild="g"))
+        await p.router.wait_idle()
+        keys = list(p.router._places)
+    assert len(keys) == 3  # ada's and bob's voice conversations, and the text channel's

@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -39,7 +40,9 @@ from bots.discord.messages import (
     message_utterance,
     question_trigger,
 )
+from bots.discord.voice.messages import MAX_VOICE_MESSAGE_BYTES, is_voice_message
 from pipeline.clips import Clip, Reply
+from pipeline.errors import InputError, LipcastError
 from pipeline.utterance import Admission, Control, ControlName, Listener, Utterance
 
 log = logging.getLogger(__name__)
@@ -64,6 +67,7 @@ REFUSAL_REACTIONS: dict[str, str] = {
     "duplicate": "\N{CLOCKWISE RIGHTWARDS AND LEFTWARDS OPEN CIRCLE ARROWS}",
 }
 REFUSED_REACTION = "\N{NO ENTRY SIGN}"
+UNHEARD_REACTION = "\N{SPEAKER WITH CANCELLATION STROKE}"  # a voice message with no words heard
 SILENT_REASONS = frozenset({"no_route", "closed"})  # not this bot's to answer here: say nothing
 
 
@@ -111,12 +115,15 @@ class DiscordAdapter(ChatAdapter):
         token: str,
         options: DiscordOptions | None = None,
         features: Sequence[DiscordFeature] = (),
+        transcribe: Callable[[bytes], Awaitable[str]] | None = None,
     ) -> None:
         if not token.strip():
             raise AdapterUnavailable(f"{TOKEN_VARIABLE} is empty: put the bot's token in .env")
         self._token = token.strip()
         self.options = options or DiscordOptions()
         self.features = tuple(features)
+        # a voice message's attachment -> its words (the voice extra's speech-to-text)
+        self._transcribe = transcribe
         self.client: LipcastClient | None = None
         self._stopped = asyncio.Event()
         self._interactions: dict[str, tuple[discord.Interaction[discord.Client], float]] = {}
@@ -272,7 +279,13 @@ class DiscordAdapter(ChatAdapter):
         )
         if trigger is None:
             return
-        utterance = message_utterance(message, me, trigger)
+        spoken: str | None = None
+        if self._transcribe is not None and is_voice_message(message):
+            spoken = await self._voice_message_text(message)
+            if spoken is None:
+                return
+            trigger = "voice"
+        utterance = message_utterance(message, me, trigger, spoken)
         if utterance is None:
             return
         admission = await listener.hear(utterance)
@@ -284,6 +297,25 @@ class DiscordAdapter(ChatAdapter):
                 await message.add_reaction(reaction)
         except discord.HTTPException as err:
             log.info("could not answer message %s: %s", message.id, _reason(err))
+
+    async def _voice_message_text(self, message: discord.Message) -> str | None:
+        """What a voice message says; None (and a reaction) when it cannot be heard."""
+        assert self._transcribe is not None
+        attachment = next(
+            a for a in message.attachments if (a.content_type or "").startswith("audio/")
+        )
+        try:
+            if attachment.size > MAX_VOICE_MESSAGE_BYTES:
+                raise InputError(f"a {attachment.size // 1_000_000} MB voice message")
+            text = await self._transcribe(await attachment.read())
+        except (LipcastError, discord.HTTPException, aiohttp.ClientError, OSError) as err:
+            log.warning("voice message %s not transcribed: %s", message.id, err)
+            text = ""
+        if not text.strip():
+            with contextlib.suppress(discord.HTTPException):
+                await message.add_reaction(UNHEARD_REACTION)
+            return None
+        return text
 
     async def ask(
         self, listener: Listener, interaction: discord.Interaction[discord.Client], question: str
@@ -483,6 +515,8 @@ class DiscordAdapter(ChatAdapter):
         else:
             state = "on" if content else "off (not needed: replies = false)"
             lines.append(Readiness(ok=True, detail=f"intents: message content {state}"))
+        for feature in self.features:
+            lines.extend(await feature.check())
         return lines
 
 

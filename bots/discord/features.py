@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     import discord
     from discord import app_commands
 
+    from bots.base import Readiness
     from pipeline.clips import Clip
     from pipeline.utterance import Listener
 
@@ -43,4 +44,8 @@ class DiscordFeature(Protocol):
 
     async def close(self) -> None:
         """The client is closing: leave voice channels, stop tasks."""
+        ...
+
+    async def check(self) -> list[Readiness]:
+        """Doctor lines about the feature (read-only)."""
         ...

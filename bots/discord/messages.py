@@ -16,7 +16,7 @@ from pipeline.utterance import Utterance
 
 MESSAGE_LIMIT = 2000  # characters in one Discord message
 
-Trigger = Literal["mention", "reply", "direct", "slash"]
+Trigger = Literal["mention", "reply", "direct", "slash", "voice"]
 
 
 def question_trigger(
@@ -69,10 +69,11 @@ def is_moderator(permissions: discord.Permissions) -> bool:
 
 
 def message_utterance(
-    message: discord.Message, me: discord.ClientUser, trigger: Trigger
+    message: discord.Message, me: discord.ClientUser, trigger: Trigger, text: str | None = None
 ) -> Utterance | None:
-    """The utterance a question message makes; None when nothing is left to answer."""
-    text = question_text(message, me)
+    """The utterance a question message makes (``text``: what a voice message said); None
+    when nothing is left to answer."""
+    text = question_text(message, me) if text is None else text.strip()
     if not text:
         return None
     author = message.author

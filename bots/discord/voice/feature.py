@@ -508,6 +508,12 @@ class VoiceFeature:
         if session is not None and str(session.channel_id) == origin.channel:
             await session.play(clip)
 
+    async def transcribe_message(self, data: bytes) -> str:
+        """The words of a Discord voice message's attachment, by the same speech-to-text."""
+        from bots.discord.voice.messages import transcribe_voice_message
+
+        return await transcribe_voice_message(data, self._stt, language=self.options.language)
+
     async def check(self) -> list[Readiness]:
         """Doctor lines: what voice receive needs, and the joined channels' failure counts."""
         return [*voice_requirements(), *receive_report(list(self._sessions.values()))]
