@@ -234,6 +234,7 @@ async def open_transport(
             for name in (options.name, options.dead_letter_queue):
                 await cleanup.queue_delete(name)
             await cleanup.exchange_delete(options.dead_letter_exchange)
+            await cleanup.exchange_delete(options.awaiting_exchange)
 
 
 @contextlib.asynccontextmanager
