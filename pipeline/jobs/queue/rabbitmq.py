@@ -366,6 +366,11 @@ class RabbitJobQueue(JobQueue):
         self._awaiting_queue = None
         self._replies_ready.clear()
 
+    @property
+    def dropped_unawaited(self) -> int:
+        """Jobs this queue's consumers dropped unrendered because nobody awaited them."""
+        return sum(consumer.unawaited for consumer in self._consumers)
+
     def _connection_or_fail(self) -> AbstractRobustConnection:
         if self._connection is None:
             raise QueueUnavailableError("the RabbitMQ job queue is not started")
