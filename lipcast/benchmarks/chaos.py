@@ -382,7 +382,7 @@ async def _dead_letters(options: QueueOptions) -> list[tuple[str, str]]:
             headers = dict(message.headers or {})
             reason = headers.get(DEAD_REASON_HEADER) or "broker"
             found.append((str(headers.get("job_id") or message.message_id), str(reason)))
-        for name in (options.name, options.dead_letter_queue):
+        for name in (options.name, options.dead_letter_queue, options.suspect_queue):
             await channel.queue_delete(name)
         for exchange in (options.dead_letter_exchange, options.awaiting_exchange):
             await channel.exchange_delete(exchange)

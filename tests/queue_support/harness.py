@@ -261,7 +261,7 @@ async def open_transport(
         # A fresh connection: a test may have had the broker drop every connection it had.
         async with await aio_pika.connect(options.url) as cleanup_connection:
             cleanup = await cleanup_connection.channel()
-            for name in (options.name, options.dead_letter_queue):
+            for name in (options.name, options.dead_letter_queue, options.suspect_queue):
                 await cleanup.queue_delete(name)
             await cleanup.exchange_delete(options.dead_letter_exchange)
             await cleanup.exchange_delete(options.awaiting_exchange)

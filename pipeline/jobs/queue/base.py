@@ -103,6 +103,11 @@ class QueueOptions:
         return f"{self.name}.dead-letter"
 
     @property
+    def suspect_queue(self) -> str:
+        """RabbitMQ only: where a job that workers died holding waits before its next try."""
+        return f"{self.name}.suspect"
+
+    @property
     def awaiting_exchange(self) -> str:
         """RabbitMQ only: where requesters bind the jobs they still await (see rabbitmq)."""
         return f"{self.name}.awaiting"

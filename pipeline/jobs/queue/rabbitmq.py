@@ -13,6 +13,10 @@ Topology (declared idempotently by requesters and workers alike; ``<name>`` is
   keeping the newest ``dead_letter_max_length`` dead jobs. Jobs the workers give up on are
   published there with ``lipcast-dead-reason`` / ``lipcast-dead-detail`` headers.
 
+* ``<name>.suspect``: a durable queue that dead-letters back into ``<name>``. A job whose
+  workers died holding it twice in a row is very likely poison (one that kills whoever
+  renders it); it waits here :data:`SUSPECT_WAIT_S` seconds before its next attempt, so such
+  a job cannot take down every worker at once while the others' replacements start.
 * ``<name>.awaiting``: a durable direct exchange. A requester holds an exclusive queue of its
   own per connection (``<name>.requester.<token>``, nothing is ever stored in it) and binds it
   here with each job's *ticket* (``<job id>.<token>``, the ``lipcast-ticket`` header) for as
@@ -123,6 +127,10 @@ T = TypeVar("T")
 REPLY_TO = "amq.rabbitmq.reply-to"
 APP_ID = "lipcast"
 TICKET_HEADER = "lipcast-ticket"  # the routing key that reaches the job's requester, if any
+# How long a job that two workers in a row died holding waits before its next attempt: about
+# the time a replaced worker takes to start.
+SUSPECT_WAIT_S = 2.0
+SUSPECT_AFTER_DEATHS = 2
 
 # Errors that mean "the connection or channel is gone", as opposed to a broker's answer.
 _LINK_ERRORS: tuple[type[BaseException], ...] = (
@@ -134,6 +142,8 @@ _LINK_ERRORS: tuple[type[BaseException], ...] = (
     TimeoutError,
 )
 _LOST_ERRORS: tuple[type[BaseException], ...] = (DeliveryLostError, *_LINK_ERRORS)
+# aio-pika and aiormq raise RuntimeError for a channel opened while the connection is down.
+_START_ERRORS: tuple[type[BaseException], ...] = (RuntimeError, *_LINK_ERRORS)
 _MAX_BACKOFF_S = 5.0
 
 
@@ -162,6 +172,12 @@ def describe_drop(err: BaseException | None) -> str:
     if not text or " object at 0x" in text:
         return type(err).__name__
     return text
+
+
+def _dropped(err: RuntimeError, connection: AbstractRobustConnection) -> bool:
+    """Whether aio-pika or aiormq raised ``err`` because the connection is down right now."""
+    text = str(err)
+    return not connection.connected.is_set() or "closed" in text or "not opened" in text
 
 
 def work_queue_arguments(options: QueueOptions) -> dict[str, Any]:
@@ -304,7 +320,9 @@ class RabbitJobQueue(JobQueue):
         while True:
             try:
                 return await step()
-            except _LINK_ERRORS as err:
+            except _START_ERRORS as err:
+                if isinstance(err, RuntimeError) and not _dropped(err, connection):
+                    raise
                 left = deadline - time.monotonic()
                 if left <= 0 or self._closing:
                     raise QueueUnavailableError(
@@ -336,6 +354,14 @@ class RabbitJobQueue(JobQueue):
                 arguments={"x-max-length": options.dead_letter_max_length},
             )
             await dead_queue.bind(dead_exchange, routing_key="")
+            await channel.declare_queue(
+                options.suspect_queue,
+                durable=True,
+                arguments={
+                    "x-dead-letter-exchange": "",
+                    "x-dead-letter-routing-key": options.name,
+                },
+            )
             awaiting = await channel.declare_exchange(
                 options.awaiting_exchange, ExchangeType.DIRECT, durable=True
             )
@@ -767,7 +793,15 @@ class _RabbitConsumer(JobConsumer):
                     RenderResult.failure(job.job_id, part=0, reason=ERROR_POISON, error=detail),
                 )
                 return None
-            await self.requeue(message, job, attempt=done + 1)
+            wait_s = SUSPECT_WAIT_S if done >= SUSPECT_AFTER_DEATHS else 0.0
+            if wait_s:
+                log.warning(
+                    "job %s may be poison: it waits %g s before attempt %d",
+                    job.job_id,
+                    wait_s,
+                    done + 1,
+                )
+            await self.requeue(message, job, attempt=done + 1, wait_s=wait_s)
             return None
         return _RabbitDelivery(self, message, job, attempt)
 
@@ -826,13 +860,18 @@ class _RabbitConsumer(JobConsumer):
             ) from err
 
     async def requeue(
-        self, message: AbstractIncomingMessage, job: RenderJob | None, *, attempt: int
+        self,
+        message: AbstractIncomingMessage,
+        job: RenderJob | None,
+        *,
+        attempt: int,
+        wait_s: float = 0.0,
     ) -> None:
         """Queue a job again with its attempt count, then settle the delivery.
 
         A job that is being tried again (``job`` given) goes back with its priority raised
         (:func:`~pipeline.jobs.queue.base.requeue_priority`); one handed back unstarted keeps
-        the priority it had.
+        the priority it had. With ``wait_s`` it waits that long in the suspect queue first.
         """
         headers = dict(message.headers or {})
         headers[ATTEMPT_HEADER] = attempt
@@ -844,10 +883,16 @@ class _RabbitConsumer(JobConsumer):
                 return
             changes["expiration"] = expiration_s(job.deadline, now)
             changes["priority"] = requeue_priority(message.priority or 0, self.options.max_priority)
+        routing_key = self.options.name
+        if wait_s > 0:
+            # Expiring there is what moves it back to the work queue (which drops the
+            # expiration; the worker still checks the job's deadline when it takes it).
+            changes["expiration"] = wait_s
+            routing_key = self.options.suspect_queue
         try:
             await self._channel.default_exchange.publish(
                 _copy(message, headers, **changes),
-                routing_key=self.options.name,
+                routing_key=routing_key,
                 mandatory=True,
                 timeout=self.options.connect_timeout_s,
             )
