@@ -13,7 +13,15 @@ TRANSPORT_LOGGERS = ("aiormq", "aio_pika")
 _DROP_ERRORS = frozenset(
     {"AMQPConnectionError", "ChannelInvalidStateError", "ConnectionError", "TimeoutError"}
 )
-_DROP_WORDS = ("connection close", "no active transport", "closed", "reconnect", "reader exited")
+_DROP_WORDS = (
+    "connection close",
+    "no active transport",
+    "closed",
+    "reconnect",
+    "reader exited",
+    "creating transport",  # a refused connection; lipcast reports it in one line itself
+    "connectionerror",
+)
 
 
 class RedactSecrets(logging.Filter):

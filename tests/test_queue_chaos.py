@@ -6,6 +6,7 @@ Against the real RabbitMQ; every forced close happens in a virtual host of the t
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import subprocess
@@ -17,6 +18,7 @@ import aio_pika
 import pytest
 from yarl import URL
 
+from lipcast.logs import QuietTransportDrops
 from pipeline.jobs.queue import JobQueue
 from pipeline.jobs.queue.rabbitmq import RabbitJobQueue
 from pipeline.jobs.wire import RenderResult
@@ -292,3 +294,36 @@ async def test_a_redelivered_job_still_awaited_counts_one_attempt(
         async with running_worker(t.worker_queue, SleepHandler(seconds=0.0)):
             parts = await stream.collect()
     assert parts[-1].last and parts[-1].attempt == 2
+
+
+async def test_a_worker_that_cannot_reach_the_broker_exits_with_one_line(
+    tmp_path: Path, refused_url: str
+) -> None:
+    port = URL(refused_url).port
+    url = f"amqp://lipcast:hunter22@127.0.0.1:{port}/"
+    process = await _lipcast_worker(url, "lipcast.test.unreachable", tmp_path)
+    assert process.stderr is not None
+    output = (await asyncio.wait_for(process.stderr.read(), 60)).decode()
+    code = await asyncio.wait_for(process.wait(), 30)
+    lines = output.strip().splitlines()
+    assert code == 2
+    assert len(lines) == 1 and lines[0].startswith("lipcast: error: cannot reach RabbitMQ at ")
+    assert "hunter22" not in output
+
+
+def test_the_transport_log_filter_drops_drop_reports_and_keeps_other_errors_in_one_line() -> None:
+    quiet = QuietTransportDrops()
+
+    def record(
+        name: str, level: int, message: str, error: BaseException | None = None
+    ) -> logging.LogRecord:
+        exc_info = (type(error), error, None) if error is not None else None
+        return logging.LogRecord(name, level, __file__, 1, message, None, exc_info)
+
+    forced = ConnectionError("CONNECTION_FORCED")
+    assert not quiet.filter(record("aiormq.connection", logging.ERROR, "Unexpected close", forced))
+    assert not quiet.filter(record("aio_pika.robust_connection", logging.INFO, "Reconnecting"))
+    other = record("aiormq.channel", logging.ERROR, "Consumer callback failed", ValueError("x"))
+    assert quiet.filter(other) and other.exc_info is None
+    ours = record("pipeline.jobs.worker", logging.ERROR, "job crashed", ValueError("x"))
+    assert quiet.filter(ours) and ours.exc_info is not None

@@ -234,6 +234,7 @@ class RabbitJobQueue(JobQueue):
         self._connection: AbstractRobustConnection | None = None
         self._closing = False
         self._lost_at: float | None = None  # when the connection dropped; None while up
+        self._queued_again = 0  # unfinished jobs published again since the drop
         self._start_lock = asyncio.Lock()
         self._requester_lock = asyncio.Lock()
         self._requester: AbstractRobustChannel | None = None
@@ -305,7 +306,9 @@ class RabbitJobQueue(JobQueue):
             return
         down = time.monotonic() - self._lost_at
         self._lost_at = None
-        log.warning("reconnected to RabbitMQ after %.1f s", down)
+        again, self._queued_again = self._queued_again, 0
+        suffix = f"; queued {again} unfinished jobs again" if again else ""
+        log.warning("reconnected to RabbitMQ after %.1f s%s", down, suffix)
 
     async def _while_starting(self, what: str, step: Callable[[], Awaitable[T]]) -> T:
         """Run a start-up ``step``, again after each dropped connection, for connect_timeout_s.
@@ -504,8 +507,7 @@ class RabbitJobQueue(JobQueue):
             )
             return
         pending = [stream for stream in self._streams.values() if stream.awaiting_results]
-        if pending:
-            log.warning("publishing %d unfinished jobs again after reconnecting", len(pending))
+        self._queued_again += len(pending)
         for stream in pending:
             try:
                 await self._publish_job(stream, again=True)
@@ -773,15 +775,6 @@ class _RabbitConsumer(JobConsumer):
             # worker died or lost its connection. Count that attempt before doing any work
             # that may kill us too.
             done = attempt
-            log.warning(
-                "job %s (turn %s, seq %d) redelivered: the worker holding it on attempt %d of "
-                "%d died or lost its connection",
-                job.job_id,
-                job.turn_id,
-                job.seq,
-                done,
-                self.options.max_attempts,
-            )
             if done >= self.options.max_attempts:
                 detail = (
                     f"handed to workers {done} times and never finished (each worker died or "
@@ -795,12 +788,19 @@ class _RabbitConsumer(JobConsumer):
                 return None
             wait_s = SUSPECT_WAIT_S if done >= SUSPECT_AFTER_DEATHS else 0.0
             if wait_s:
-                log.warning(
-                    "job %s may be poison: it waits %g s before attempt %d",
-                    job.job_id,
-                    wait_s,
-                    done + 1,
-                )
+                outcome = f"it may be poison: attempt {done + 1} in {wait_s:g} s"
+            else:
+                outcome = f"attempt {done + 1} next, ahead of new work"
+            log.warning(
+                "job %s (turn %s, seq %d) redelivered: the worker holding it on attempt %d of "
+                "%d died or lost its connection; %s",
+                job.job_id,
+                job.turn_id,
+                job.seq,
+                done,
+                self.options.max_attempts,
+                outcome,
+            )
             await self.requeue(message, job, attempt=done + 1, wait_s=wait_s)
             return None
         return _RabbitDelivery(self, message, job, attempt)
