@@ -238,6 +238,9 @@ class RabbitJobQueue(JobQueue):
         self._start_lock = asyncio.Lock()
         self._requester_lock = asyncio.Lock()
         self._requester: AbstractRobustChannel | None = None
+        # Releases tickets: queue.unbind has no no-wait form, and on the requester channel
+        # its round trip would hold up the next job's publish.
+        self._releaser: AbstractRobustChannel | None = None
         self._replies_ready = asyncio.Event()
         self._generation = 0  # bumped each time the reply consumer (re)starts
         self._awaiting_queue: str | None = None  # this connection's exclusive queue
@@ -385,6 +388,9 @@ class RabbitJobQueue(JobQueue):
             await consumer.stop()
         for stream in list(self._streams.values()):
             stream.fail(QueueUnavailableError(f"job {stream.job_id}: the job queue was closed"))
+        if self._tasks:
+            # Let releases in flight finish: cancelling an RPC makes aiormq close its channel.
+            await asyncio.wait(set(self._tasks), timeout=self.options.connect_timeout_s)
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -392,6 +398,7 @@ class RabbitJobQueue(JobQueue):
             connection, self._connection = self._connection, None
             await connection.close()
         self._requester = None
+        self._releaser = None
         self._awaiting_queue = None
         self._replies_ready.clear()
 
@@ -442,7 +449,7 @@ class RabbitJobQueue(JobQueue):
         self._spawn(self._unbind(queue, ticket), name=f"rabbitmq-release-{job_id}")
 
     async def _unbind(self, queue: str, ticket: str) -> None:
-        channel = self._requester
+        channel = self._releaser
         if channel is None or queue != self._awaiting_queue:
             return  # the queue went with its connection, and every binding with it
         try:
@@ -470,6 +477,9 @@ class RabbitJobQueue(JobQueue):
                 return channel
 
             channel = await self._while_starting("opening the requester channel", open_requester)
+            self._releaser = await self._while_starting(
+                "opening the requester channel", connection.channel
+            )
             channel.close_callbacks.add(self._on_requester_closed)
             channel.reopen_callbacks.add(self._on_requester_reopened)
             self._requester = channel
@@ -540,7 +550,11 @@ class RabbitJobQueue(JobQueue):
         self._published[job.job_id] = generation
         try:
             underlay = await channel.get_underlay_channel()
-            await underlay.queue_bind(queue, self.options.awaiting_exchange, routing_key=ticket)
+            # No-wait: the broker binds before it routes the job published next on this
+            # channel, so a worker never sees the job before its ticket; and no round trip.
+            await underlay.queue_bind(
+                queue, self.options.awaiting_exchange, routing_key=ticket, nowait=True
+            )
             self._tickets[job.job_id] = ticket
             now = time.time()
             if job.deadline <= now:
