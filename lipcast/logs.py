@@ -48,15 +48,17 @@ class RedactSecrets(logging.Filter):
 class QuietTransportDrops(logging.Filter):
     """Drop what aiormq and aio-pika log about a lost connection (kept at ``-vv``).
 
-    Their INFO and WARNING lines are about reconnecting; their ERRORs about a dropped
-    connection or closed channel are expected while the broker restarts or closes
-    connections. Any other ERROR of theirs still shows, without its traceback.
+    A dropped connection or closed channel is expected while the broker restarts or closes
+    connections, and they report it as ERRORs with tracebacks. Anything else of theirs (a
+    connection blocked by a broker alarm, say) still shows, without its traceback.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not record.name.startswith(TRANSPORT_LOGGERS):
             return True
-        if record.levelno < logging.ERROR or _about_a_drop(record):
+        if record.levelno < logging.ERROR and "blocked" not in record.getMessage():
+            return False  # reconnecting chatter; a broker alarm's "blocked" still shows
+        if _about_a_drop(record):
             return False
         record.exc_info = None
         record.exc_text = None

@@ -323,6 +323,8 @@ def test_the_transport_log_filter_drops_drop_reports_and_keeps_other_errors_in_o
     forced = ConnectionError("CONNECTION_FORCED")
     assert not quiet.filter(record("aiormq.connection", logging.ERROR, "Unexpected close", forced))
     assert not quiet.filter(record("aio_pika.robust_connection", logging.INFO, "Reconnecting"))
+    blocked = record("aiormq.connection", logging.WARNING, "Connection was blocked by: 'memory'")
+    assert quiet.filter(blocked)
     other = record("aiormq.channel", logging.ERROR, "Consumer callback failed", ValueError("x"))
     assert quiet.filter(other) and other.exc_info is None
     ours = record("pipeline.jobs.worker", logging.ERROR, "job crashed", ValueError("x"))

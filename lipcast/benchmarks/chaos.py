@@ -9,9 +9,10 @@ connections), the same load runs twice on three render worker processes:
    over and read back in order. The workers serve them with the real result shape (the
    sentence's speech as PCM, then its MP4), a sleep standing in for TTS and rendering.
 2. **Chaos**: the same load while a worker is SIGKILLed mid-job every ``--kill-every-s``
-   seconds and replaced, every connection of the vhost is closed once
-   (``rabbitmqctl close_all_connections``), and poison messages arrive: jobs that kill every
-   worker that starts them, and a message that fails validation.
+   seconds and replaced (the next kill waits for the replacement to serve), every
+   connection of the vhost is closed once (``rabbitmqctl close_all_connections``), and
+   poison messages arrive: jobs that kill every worker that starts them, and a message that
+   fails validation.
 
 Printed figures: ``jobs`` (normal jobs per run), ``delivered``, ``lost`` (no complete result),
 ``duplicated`` (a part handed to the reader twice), ``out_of_order`` (parts out of order or
@@ -311,9 +312,15 @@ def _belongs(part: RenderResult, job: RenderJob) -> bool:
 
 
 async def _killer(pool: _WorkerPool, tally: _Tally, every_s: float, rng: random.Random) -> None:
-    """SIGKILL a worker in the middle of a job every ``every_s`` seconds (give or take)."""
+    """SIGKILL a worker in the middle of a job every ``every_s`` seconds (give or take).
+
+    The next kill also waits until the last victim's replacement is serving: on a loaded
+    machine starting Python can take longer than ``every_s``, and killing faster than workers
+    start would measure the machine, not the queue.
+    """
     while True:
         await asyncio.sleep(every_s * rng.uniform(0.8, 1.2))
+        await pool.full_strength()
         victim = await pool.busy_worker(rng)
         victim.kill()
         tally.kills += 1
@@ -462,9 +469,11 @@ class _WorkerPool:
         self._workers: list[_Worker] = []
         self._watchers: set[asyncio.Task[None]] = set()
         self._stopping = False
+        self._count = 0
         self.deaths = 0
 
     async def start(self, count: int) -> None:
+        self._count = count
         workers = [await self._spawn() for _ in range(count)]
         async with asyncio.timeout(120):
             await asyncio.gather(*(worker.ready.wait() for worker in workers))
@@ -494,6 +503,11 @@ class _WorkerPool:
         if not self._stopping:
             self.deaths += 1
             await self._spawn()
+
+    async def full_strength(self) -> None:
+        """Wait until ``count`` workers are serving (replacements included)."""
+        while sum(1 for w in self._workers if w.ready.is_set()) < self._count:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)  # replacements come and go; polling is simplest
 
     async def busy_worker(self, rng: random.Random) -> _Worker:
         """A worker in the middle of a job, once there is one."""
