@@ -419,10 +419,12 @@ def _tracebacks(logs: Path) -> int:
 class _Worker:
     """One bench worker process and what it says it is doing."""
 
-    def __init__(self, process: asyncio.subprocess.Process, log: IO[bytes]) -> None:
+    def __init__(self, process: asyncio.subprocess.Process, log: IO[bytes], *, standby: bool):
         self.process = process
+        self.standby = standby  # imported and waiting for "go" on stdin before connecting
         self.current: str | None = None  # the job it is rendering
-        self.ready = asyncio.Event()
+        self.loaded = asyncio.Event()  # a standby has imported everything
+        self.ready = asyncio.Event()  # consuming jobs
         self._log = log
         self._reader = asyncio.create_task(self._read(), name=f"chaos-worker-{process.pid}")
 
@@ -430,12 +432,20 @@ class _Worker:
         assert self.process.stdout is not None
         async for raw in self.process.stdout:
             word, _, job_id = raw.decode().strip().partition(" ")
-            if word == "ready":
+            if word == "loaded":
+                self.loaded.set()
+            elif word == "ready":
                 self.ready.set()
             elif word == "started":
                 self.current = job_id
             elif word == "finished":
                 self.current = None
+
+    def promote(self) -> None:
+        """Tell a standby to connect and serve."""
+        assert self.process.stdin is not None
+        self.standby = False
+        self.process.stdin.write(b"go\n")
 
     def kill(self) -> None:
         if self.process.returncode is None:
@@ -449,49 +459,57 @@ class _Worker:
 
 
 class _WorkerPool:
-    """``count`` worker processes; each one that dies is replaced at once."""
+    """``count`` serving worker processes, and standbys that take a dead one's place.
+
+    A standby has started Python and imported everything, and connects only when promoted,
+    as a supervisor with a warm spare would run render workers; so a replacement serves
+    within a fraction of a second however busy this machine is, and the benchmark measures
+    the queue rather than how fast the machine starts Python.
+    """
 
     def __init__(self, options: QueueOptions, logs: Path, *, render_s: float) -> None:
-        self._spec = json.dumps(
-            {
-                "name": options.name,
-                "render_s": render_s,
-                "max_attempts": options.max_attempts,
-                "reconnect_interval_s": options.reconnect_interval_s,
-                "connect_timeout_s": options.connect_timeout_s,
-            }
-        )
+        self._spec = {
+            "name": options.name,
+            "render_s": render_s,
+            "max_attempts": options.max_attempts,
+            "reconnect_interval_s": options.reconnect_interval_s,
+            "connect_timeout_s": options.connect_timeout_s,
+        }
         self._env = {**os.environ, "LIPCAST_AMQP_URL": options.url}
         self._env["PYTHONPATH"] = os.pathsep.join(
             filter(None, [str(_PACKAGE_ROOT), os.environ.get("PYTHONPATH")])
         )
         self._logs = logs
         self._workers: list[_Worker] = []
+        self._standbys: list[_Worker] = []
         self._watchers: set[asyncio.Task[None]] = set()
         self._stopping = False
         self._count = 0
         self.deaths = 0
 
-    async def start(self, count: int) -> None:
+    async def start(self, count: int, *, standbys: int = 2) -> None:
         self._count = count
-        workers = [await self._spawn() for _ in range(count)]
+        workers = [await self._spawn(standby=False) for _ in range(count)]
+        spares = [await self._spawn(standby=True) for _ in range(standbys)]
         async with asyncio.timeout(120):
             await asyncio.gather(*(worker.ready.wait() for worker in workers))
+            await asyncio.gather(*(spare.loaded.wait() for spare in spares))
 
-    async def _spawn(self) -> _Worker:
+    async def _spawn(self, *, standby: bool) -> _Worker:
         code = "import sys; from lipcast.benchmarks.chaos import worker_main; worker_main()"
         log = (self._logs / f"worker-{uuid.uuid4().hex[:8]}.log").open("wb")
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-c",
             code,
-            self._spec,
+            json.dumps({**self._spec, "standby": standby}),
+            stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=log,
             env=self._env,
         )
-        worker = _Worker(process, log)
-        self._workers.append(worker)
+        worker = _Worker(process, log, standby=standby)
+        (self._standbys if standby else self._workers).append(worker)
         watcher = asyncio.create_task(self._replace_when_dead(worker), name="chaos-watch")
         self._watchers.add(watcher)
         watcher.add_done_callback(self._watchers.discard)
@@ -499,10 +517,21 @@ class _WorkerPool:
 
     async def _replace_when_dead(self, worker: _Worker) -> None:
         await worker.wait()
-        self._workers.remove(worker)
-        if not self._stopping:
+        was_standby = worker.standby
+        (self._standbys if was_standby else self._workers).remove(worker)
+        if self._stopping:
+            return
+        if not was_standby:
             self.deaths += 1
-            await self._spawn()
+            spares = [spare for spare in self._standbys if spare.loaded.is_set()]
+            if spares:
+                spare = spares[0]
+                self._standbys.remove(spare)
+                self._workers.append(spare)
+                spare.promote()
+            else:
+                await self._spawn(standby=False)
+        await self._spawn(standby=True)
 
     async def full_strength(self) -> None:
         """Wait until ``count`` workers are serving (replacements included)."""
@@ -520,13 +549,13 @@ class _WorkerPool:
     async def stop(self) -> int:
         """SIGTERM every worker and wait for it; the number of deaths on the way."""
         self._stopping = True
-        for worker in list(self._workers):
+        for worker in [*self._workers, *self._standbys]:
             if worker.process.returncode is None:
                 worker.process.terminate()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(30):
                 await asyncio.gather(*self._watchers, return_exceptions=True)
-        for worker in list(self._workers):
+        for worker in [*self._workers, *self._standbys]:
             worker.kill()
         await asyncio.gather(*self._watchers, return_exceptions=True)
         return self.deaths
@@ -576,6 +605,10 @@ def worker_main() -> None:
     from pipeline.jobs.worker import serve
 
     spec = json.loads(sys.argv[1])
+    if spec.get("standby"):
+        _say("loaded")
+        if sys.stdin.readline().strip() != "go":
+            return  # the benchmark ended before this standby was needed
     setup_logging(1, [])
     options = replace(
         QueueOptions(),
