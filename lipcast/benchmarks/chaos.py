@@ -487,7 +487,7 @@ class _WorkerPool:
         self._count = 0
         self.deaths = 0
 
-    async def start(self, count: int, *, standbys: int = 2) -> None:
+    async def start(self, count: int, *, standbys: int = 3) -> None:
         self._count = count
         workers = [await self._spawn(standby=False) for _ in range(count)]
         spares = [await self._spawn(standby=True) for _ in range(standbys)]
