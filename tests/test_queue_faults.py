@@ -8,17 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from yarl import URL
 
 from pipeline.errors import ConfigError
 from pipeline.jobs.queue import JobFailedError, QueueOptions, QueueUnavailableError
@@ -29,6 +26,8 @@ from tests.queue_support.harness import (
     ROOT,
     make_job,
     open_transport,
+    own_vhost,
+    rabbitmqctl,
     require_broker,
     running_worker,
     worker_processes,
@@ -42,28 +41,11 @@ def broker() -> str:
     return require_broker()
 
 
-async def _rabbitmqctl(*args: str) -> str:
-    if shutil.which("rabbitmqctl") is None:
-        pytest.skip("rabbitmqctl is not on PATH")
-    process = await asyncio.create_subprocess_exec(
-        "rabbitmqctl", *args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
-    output, _ = await process.communicate()
-    assert process.returncode == 0, output.decode()
-    return output.decode()
-
-
 @pytest.fixture
 async def vhost_url(broker: str) -> AsyncIterator[tuple[str, str]]:
     """A virtual host of this test's own, so closing its connections touches nobody else's."""
-    vhost = f"lipcast-test-{uuid.uuid4().hex[:10]}"
-    user = URL(broker).user or "guest"
-    await _rabbitmqctl("add_vhost", vhost)
-    try:
-        await _rabbitmqctl("set_permissions", "-p", vhost, user, ".*", ".*", ".*")
-        yield vhost, str(URL(broker).with_path("/" + vhost))
-    finally:
-        await _rabbitmqctl("delete_vhost", vhost)
+    async with own_vhost(broker) as vhost:
+        yield vhost
 
 
 async def test_a_worker_killed_mid_job_is_replaced_and_the_result_arrives_once(
@@ -146,7 +128,7 @@ async def test_both_sides_reconnect_after_the_broker_drops_them_and_no_job_is_lo
     ):
         before = [await t.requester.submit(make_job(f"before {i}")) for i in range(4)]
         await started.wait()
-        await _rabbitmqctl("close_all_connections", "--vhost", vhost, "lipcast test drop")
+        await rabbitmqctl("close_all_connections", "--vhost", vhost, "lipcast test drop")
         results = [await stream.collect() for stream in before]
         after = await (await t.requester.submit(make_job("after"))).collect()
     assert all(parts[-1].last and parts[-1].error is None for parts in results)

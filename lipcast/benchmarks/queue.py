@@ -293,7 +293,9 @@ async def delete_topology(options: QueueOptions) -> None:
             channel = await connection.channel()
             await channel.queue_delete(options.name)
             await channel.queue_delete(options.dead_letter_queue)
+            await channel.queue_delete(options.suspect_queue)
             await channel.exchange_delete(options.dead_letter_exchange)
+            await channel.exchange_delete(options.awaiting_exchange)
 
 
 class _ConversationHandler:

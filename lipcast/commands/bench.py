@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from lipcast.cli import Context
 
-HELP = "measure speed (render, queue, turn, overlay, safety, voice) and print JSON"
+HELP = "measure speed (render, queue, turn, overlay, safety, voice, chaos) and print JSON"
 
 BENCHMARKS: dict[str, str] = {
     "render": "lipcast.benchmarks.render",
@@ -25,6 +25,7 @@ BENCHMARKS: dict[str, str] = {
     "overlay": "lipcast.benchmarks.overlay",
     "safety": "lipcast.benchmarks.safety",
     "voice": "lipcast.benchmarks.voice",
+    "chaos": "lipcast.benchmarks.chaos",
 }
 
 

@@ -48,9 +48,10 @@ Conventions shared by all four:
   ``wrong_kind``); a worker dead-letters such a message with that reason and carries on.
 
 Headers the transport adds (not part of any message): ``lipcast-attempt`` (how many times
-the job has been handed to a worker, see :mod:`pipeline.jobs.queue`), and on a dead-lettered
-copy ``lipcast-dead-reason``, ``lipcast-dead-detail``, ``lipcast-dead-at`` and
-``lipcast-dead-by``.
+the job has been handed to a worker, see :mod:`pipeline.jobs.queue`), ``lipcast-ticket`` (on
+RabbitMQ, how a worker asks whether anyone still awaits the job, see
+:mod:`pipeline.jobs.queue.rabbitmq`), and on a dead-lettered copy ``lipcast-dead-reason``,
+``lipcast-dead-detail``, ``lipcast-dead-at`` and ``lipcast-dead-by``.
 """
 
 from __future__ import annotations

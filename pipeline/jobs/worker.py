@@ -153,8 +153,9 @@ class RenderWorker:
             try:
                 await self._process(delivery)
             except DeliveryLostError as err:
+                # The drop itself is one WARNING from the queue; this is its cost, per job.
                 self.stats.lost += 1
-                log.warning("job %s: %s; the broker hands it out again", delivery.job.job_id, err)
+                log.info("job %s: %s; the broker hands it out again", delivery.job.job_id, err)
             except Exception:
                 log.exception("job %s: unexpected error in the worker", delivery.job.job_id)
 
@@ -174,12 +175,23 @@ class RenderWorker:
         except Exception as err:  # noqa: BLE001 - any failure of the handler is handled there
             await self._on_failure(delivery, err)
             return
+        await delivery.ack()
+        seconds = self._clock() - started
         if finished:
             self.stats.done += 1
+            outcome = "done"
         else:
             self.stats.abandoned += 1
-            log.info("job %s: the requester is gone; stopped rendering", job.job_id)
-        await delivery.ack()
+            outcome = "the requester is gone; stopped rendering"
+        log.info(
+            "job %s (turn %s, seq %d, attempt %d): %s in %.2f s",
+            job.job_id,
+            job.turn_id,
+            job.seq,
+            delivery.attempt,
+            outcome,
+            seconds,
+        )
 
     async def _render(self, delivery: Delivery, started: float) -> bool:
         """Run the handler and publish its parts; False if the requester went away."""

@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import socket
+import subprocess
 import sys
 import time
 import uuid
@@ -77,6 +79,34 @@ def make_job(
         created_at=now,
         deadline=now + ttl_s,
     )
+
+
+async def rabbitmqctl(*args: str) -> str:
+    """Run ``rabbitmqctl`` (the test skips when it is not installed); its output."""
+    if shutil.which("rabbitmqctl") is None:
+        pytest.skip("rabbitmqctl is not on PATH")
+    process = await asyncio.create_subprocess_exec(
+        "rabbitmqctl", *args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    output, _ = await process.communicate()
+    assert process.returncode == 0, output.decode()
+    return output.decode()
+
+
+@contextlib.asynccontextmanager
+async def own_vhost(broker: str) -> AsyncIterator[tuple[str, str]]:
+    """A virtual host of the test's own, so closing its connections touches nobody else's.
+
+    Yields the vhost's name and the broker URL pointing into it; the vhost is deleted after.
+    """
+    vhost = f"lipcast-test-{uuid.uuid4().hex[:10]}"
+    user = URL(broker).user or "guest"
+    await rabbitmqctl("add_vhost", vhost)
+    try:
+        await rabbitmqctl("set_permissions", "-p", vhost, user, ".*", ".*", ".*")
+        yield vhost, str(URL(broker).with_path("/" + vhost))
+    finally:
+        await rabbitmqctl("delete_vhost", vhost)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -231,9 +261,10 @@ async def open_transport(
         # A fresh connection: a test may have had the broker drop every connection it had.
         async with await aio_pika.connect(options.url) as cleanup_connection:
             cleanup = await cleanup_connection.channel()
-            for name in (options.name, options.dead_letter_queue):
+            for name in (options.name, options.dead_letter_queue, options.suspect_queue):
                 await cleanup.queue_delete(name)
             await cleanup.exchange_delete(options.dead_letter_exchange)
+            await cleanup.exchange_delete(options.awaiting_exchange)
 
 
 @contextlib.asynccontextmanager

@@ -102,6 +102,27 @@ class QueueOptions:
         """The exchange the work queue dead-letters into."""
         return f"{self.name}.dead-letter"
 
+    @property
+    def suspect_queue(self) -> str:
+        """RabbitMQ only: where a job that workers died holding waits before its next try."""
+        return f"{self.name}.suspect"
+
+    @property
+    def awaiting_exchange(self) -> str:
+        """RabbitMQ only: where requesters bind the jobs they still await (see rabbitmq)."""
+        return f"{self.name}.awaiting"
+
+
+# A job handed out again (its worker died, failed or lost its connection, or its requester
+# queued it once more after reconnecting) goes back this much higher, so it stays ahead of
+# the new work of its own priority; capped at the top priority, 9.
+REQUEUE_PRIORITY_BUMP = 1
+
+
+def requeue_priority(priority: int, max_priority: int) -> int:
+    """The priority a job gets when it is queued again (see REQUEUE_PRIORITY_BUMP)."""
+    return max(0, min(priority + REQUEUE_PRIORITY_BUMP, max_priority, 9))
+
 
 class ResultStream:
     """The results of one submitted job: an async iterator of parts, in part order.

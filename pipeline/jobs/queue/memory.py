@@ -24,6 +24,7 @@ from pipeline.jobs.queue.base import (
     QueueUnavailableError,
     ResultStream,
     check_not_expired,
+    requeue_priority,
 )
 from pipeline.jobs.wire import (
     ERROR_INVALID,
@@ -199,7 +200,8 @@ class _MemoryDelivery(Delivery):
             "job %s: attempt %d failed (%s); queued again", self.job.job_id, self.attempt, reason
         )
         self._queue._push(
-            _Queued(envelope=self._queued.envelope, attempt=self.attempt + 1), self.job.priority
+            _Queued(envelope=self._queued.envelope, attempt=self.attempt + 1),
+            requeue_priority(self.job.priority, self._queue.options.max_priority),
         )
         return True
 
