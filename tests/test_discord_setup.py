@@ -85,7 +85,10 @@ async def test_doctor_reports_the_discord_checks(fake_discord: FakeDiscord) -> N
     secrets = Secrets(discord_token=SecretStr(TOKEN))
     checks = await asyncio.to_thread(_adapters, enabled(), secrets)
     found = [check for check in checks if check.topic == "adapter.discord"]
-    assert [check.status for check in found] == ["ok", "ok"]
+    assert [check.status for check in found] == ["ok"] * len(found)
+    token, intents, *voice = (check.detail for check in found)
+    assert "token valid" in token and "message content" in intents
+    assert any("DAVE" in line for line in voice)  # the voice feature's requirements line
     missing = await asyncio.to_thread(_adapters, enabled(), Secrets())
     (line,) = [check for check in missing if check.topic == "adapter.discord"]
     assert line.status == "FAIL" and "DISCORD_TOKEN" in line.detail
