@@ -118,3 +118,15 @@ def test_mypy_checks_the_tests_with_the_packages() -> None:
     }
     assert packages <= checked, f"not type-checked: {sorted(packages - checked)}"
     assert "tests" in checked
+
+
+def test_the_readmes_test_command_installs_every_extra_the_tests_use() -> None:
+    import re
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    extras = set(project["project"]["optional-dependencies"])
+    test_command = r'pip install (?:-q )?-e "\.\[([a-z0-9,]+)\]" && \.venv/bin/python -m pytest'
+    for where in ("README.md", ".ci/run"):
+        command = re.search(test_command, (ROOT / where).read_text(encoding="utf-8"))
+        assert command is not None, f"{where}: the test command"
+        assert set(command.group(1).split(",")) == extras, where
