@@ -149,8 +149,21 @@ class RenderSettings(_Section):
     wav2lip: Wav2LipSettings = Wav2LipSettings()
 
 
+def user_data_dir() -> Path:
+    """lipcast's folder in the user's data directory, where state lives unless bot.toml says
+    otherwise: ``~/.local/share/lipcast`` on Linux (``$XDG_DATA_HOME``), the platform's own
+    elsewhere. Never the folder lipcast runs from, which is often a git checkout."""
+    import platformdirs
+
+    return platformdirs.user_data_path("lipcast", appauthor=False)
+
+
 class OutputSettings(_Section):
-    dir: Path = Path("clips")  # where `lipcast run` writes finished clips
+    """Where `lipcast run` writes finished clips: a bounded folder, oldest clips pruned."""
+
+    dir: Path = Field(default_factory=lambda: user_data_dir() / "clips")
+    max_clips: int = Field(default=200, ge=1, le=1_000_000)  # beyond this, the oldest go
+    max_mb: int = Field(default=500, ge=1, le=1_000_000)  # ... and beyond this many megabytes
 
 
 class LimitsSettings(_Section):
@@ -281,7 +294,7 @@ class MemorySettings(_Section):
     """What the persona remembers of each viewer (SQLite; `lipcast forget` erases a viewer)."""
 
     enabled: bool = True
-    path: Path = Path("lipcast-memory.sqlite3")
+    path: Path = Field(default_factory=lambda: user_data_dir() / "memory.sqlite3")
     budget_chars: int = Field(default=2000, ge=100, le=100_000)  # history kept per viewer
     max_viewers: int = Field(default=10_000, ge=1, le=10_000_000)  # the longest unseen go first
 
@@ -421,14 +434,14 @@ class Settings(_Section):
     stt: STTSettings = STTSettings()
     voice: VoiceSettings = VoiceSettings()
     render: RenderSettings = RenderSettings()
-    output: OutputSettings = OutputSettings()
+    output: OutputSettings = Field(default_factory=OutputSettings)  # paths: read at load
     limits: LimitsSettings = LimitsSettings()
     overlay: OverlaySettings = OverlaySettings()
     queue: QueueSettings = QueueSettings()
     worker: WorkerSettings = WorkerSettings()
     llm: LLMSettings = LLMSettings()
     chat: ChatSettings = ChatSettings()
-    memory: MemorySettings = MemorySettings()
+    memory: MemorySettings = Field(default_factory=MemorySettings)
     safety: SafetySettings = SafetySettings()
     priority: PrioritySettings = PrioritySettings()
     console: ConsoleSettings = ConsoleSettings()

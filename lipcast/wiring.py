@@ -30,7 +30,7 @@ from pipeline.conversation.safety import OpenAIModeration, SafetyGuard, secrets_
 from pipeline.conversation.turns import ClipSink, Conversation, ConversationOptions
 from pipeline.errors import ConfigError, MissingDependencyError
 from pipeline.jobs.queue import JobQueue, QueueOptions, open_job_queue
-from pipeline.jobs.render import ClipRenderer, RenderJobHandler
+from pipeline.jobs.render import RENDERERS, ClipRenderer, RenderJobHandler
 from pipeline.routing import Route
 from pipeline.services.llm import LLM, LLM_BACKENDS
 from pipeline.services.stt import STT, STT_BACKENDS
@@ -101,41 +101,37 @@ def build_voice_feature(settings: Settings, secrets: Secrets) -> VoiceFeature:
 
 
 def build_renderer(settings: Settings) -> Renderer:
-    """The lip-sync renderer named by ``[render] renderer``."""
+    """The lip-sync renderer named by ``[render] renderer``, from :data:`RENDERERS`, configured
+    from ``[render]`` and its own ``[render.NAME]`` section."""
     render = settings.render
+    cls = load_backend("renderer", render.renderer, RENDERERS)
+    options: dict[str, Any] = {"fps": render.fps, "size": render.size}
     if render.renderer == "wav2lip":
-        import importlib.util
+        options.update(_wav2lip_options(settings))
+    renderer: Renderer = cls(**options)
+    return renderer
 
-        from lipsync.wav2lip import CHECKPOINT_HELP
-        from pipeline.errors import MissingDependencyError
 
-        config = render.wav2lip
-        needed = ("torch",) if config.runtime == "torch" else ("torch", "onnxruntime", "onnx")
-        for module in needed:
+def _wav2lip_options(settings: Settings) -> dict[str, Any]:
+    """``[render.wav2lip]`` as the renderer takes it, checked: the runtime's packages, the
+    checkpoint's file."""
+    import importlib.util
+
+    from lipsync.wav2lip import CHECKPOINT_HELP
+
+    config = settings.render.wav2lip
+    if config.runtime != "torch":  # torch itself is checked by RENDERERS
+        for module in ("onnxruntime", "onnx"):
             if importlib.util.find_spec(module) is None:
                 raise MissingDependencyError(
-                    "the wav2lip renderer", package=module, extra="wav2lip"
+                    "the wav2lip renderer's ONNX runtime", package=module, extra="wav2lip"
                 )
-        if config.checkpoint is None or not config.checkpoint.is_file():
-            problem = (
-                "is not set"
-                if config.checkpoint is None
-                else f"= '{config.checkpoint}': no such file"
-            )
-            raise ConfigError(f"[render.wav2lip] checkpoint {problem}; {CHECKPOINT_HELP}")
-        from lipsync.wav2lip.renderer import Wav2LipRenderer
-
-        return Wav2LipRenderer(
-            checkpoint=config.checkpoint,
-            fps=render.fps,
-            size=render.size,
-            device=config.device,
-            runtime=config.runtime,
-            batch_size=config.batch_size,
+    if config.checkpoint is None or not config.checkpoint.is_file():
+        problem = (
+            "is not set" if config.checkpoint is None else f"= '{config.checkpoint}': no such file"
         )
-    from lipsync.sprite import SpriteRenderer
-
-    return SpriteRenderer(fps=render.fps, size=render.size)
+        raise ConfigError(f"[render.wav2lip] checkpoint {problem}; {CHECKPOINT_HELP}")
+    return config.model_dump()
 
 
 def encode_options(settings: Settings) -> EncodeOptions:

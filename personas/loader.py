@@ -15,8 +15,8 @@ from typing import Annotated
 from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from pipeline.errors import PersonaError
-from pipeline.validation import describe_validation_error
+from lipcast_base.errors import PersonaError
+from lipcast_base.validation import describe_validation_error
 
 BUILTIN_DIR = Path(__file__).resolve().parent
 PERSONA_FILE = "persona.toml"

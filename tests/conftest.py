@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import socket
+import subprocess
+import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import pytest
 from aiohttp import web
@@ -40,3 +45,57 @@ def refused_url() -> str:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     return f"http://127.0.0.1:{port}"
+
+
+# -- the suite writes only to temporary folders -----------------------------------------------
+
+_REPO = Path(__file__).resolve().parent.parent
+_CACHES = ("__pycache__/", ".pytest_cache/", ".mypy_cache/", ".ruff_cache/", ".venv/")
+_before: set[str] | None = None
+_data_home: str | None = None
+
+
+def _checkout_state() -> set[str] | None:
+    """Every changed, untracked or ignored path of the checkout (caches aside), or None when
+    this is not a git checkout."""
+    try:
+        result = subprocess.run(
+            ["git", "status", "--porcelain", "--ignored", "--untracked-files=all"],
+            cwd=_REPO,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if result.returncode != 0:
+        return None
+    return {
+        line
+        for line in result.stdout.splitlines()
+        if not any(cache in line or line.endswith(cache.rstrip("/")) for cache in _CACHES)
+        and not line.endswith(".egg-info/")
+    }
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global _before, _data_home
+    # lipcast keeps its state in the user's data folder: the suite's goes to a temporary one.
+    _data_home = tempfile.mkdtemp(prefix="lipcast-test-data-")
+    os.environ["XDG_DATA_HOME"] = _data_home
+    _before = _checkout_state()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _data_home is not None:
+        shutil.rmtree(_data_home, ignore_errors=True)
+    after = _checkout_state()
+    if _before is None or after is None or after == _before:
+        return
+    written = sorted(after - _before)
+    if written:
+        session.config.get_terminal_writer().line(
+            f"the test suite wrote into the checkout (tests write only to tmp_path): {written}",
+            red=True,
+        )
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -27,7 +27,7 @@ class ClipInfo:
 
 
 def _open(source: Path | bytes) -> av.container.InputContainer:
-    return av.open(io.BytesIO(source) if isinstance(source, bytes) else str(source))
+    return av.open(io.BytesIO(source) if isinstance(source, bytes) else str(source), mode="r")
 
 
 def probe(source: Path | bytes) -> ClipInfo:
@@ -60,7 +60,10 @@ def probe(source: Path | bytes) -> ClipInfo:
 
 def decode_frames(source: Path | bytes) -> list[Frame]:
     with _open(source) as container:
-        return [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+        return [
+            np.asarray(frame.to_ndarray(format="rgb24"), dtype=np.uint8)
+            for frame in container.decode(video=0)
+        ]
 
 
 def decode_audio(source: Path | bytes) -> tuple[npt.NDArray[np.float32], int]:

@@ -22,7 +22,7 @@ from pipeline.conversation.safety import SafetyGuard
 from pipeline.conversation.turns import ClipSink, Conversation, ConversationOptions
 from pipeline.jobs.queue.base import JobQueue, QueueOptions
 from pipeline.jobs.queue.memory import MemoryJobQueue
-from pipeline.jobs.worker import JobHandler, RenderWorker
+from pipeline.jobs.worker import JobHandler, RenderWorker, WorkerStats
 from pipeline.routing import Route, Router, Stage
 from pipeline.services.llm import LLM
 from pipeline.sinks.queued import QueuedSink
@@ -82,14 +82,14 @@ class DiscordLike(RecordingAdapter):
 
 def message(platform: str, channel: str, user: str, text: str, **fields: object) -> Utterance:
     """A viewer's message as an adapter would hand it over."""
-    return Utterance(  # type: ignore[arg-type]
+    return Utterance(
         platform=platform,
         channel=channel,
         user=user,
         user_name=user,
         text=text,
         message_id=f"m-{user}-{abs(hash(text)) % 10**8}",
-        **fields,
+        **fields,  # type: ignore[arg-type]
     )
 
 
@@ -115,7 +115,7 @@ async def running_router(
 ) -> AsyncIterator[Platform]:
     """The router over real conversations; jobs go to ``queue`` (default: a memory queue
     served by an in-process worker running ``handler``)."""
-    worker_task: asyncio.Task[None] | None = None
+    worker_task: asyncio.Task[WorkerStats] | None = None
     worker: RenderWorker | None = None
     own_queue = queue is None
     if queue is None:
@@ -170,7 +170,7 @@ def echo_reply(messages: list[dict[str, object]]) -> str:
     reply shows which message it answers."""
     from tests.openai_stub import last_user_text
 
-    asked = last_user_text(messages).split(":", 1)[-1].strip().rstrip(".!?")  # type: ignore[arg-type]
+    asked = last_user_text(messages).split(":", 1)[-1].strip().rstrip(".!?")
     return f"You asked about {asked}. That is all I know about {asked}."
 
 

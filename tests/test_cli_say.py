@@ -59,9 +59,10 @@ def test_say_renders_a_browser_playable_clip_with_the_network_cut(tmp_path: Path
     [
         ("de", "Guten Tag! Heute lernen wir, wie man im Café einen Kaffee bestellt."),
         ("fr", "Bonjour à tous ! Aujourd'hui, nous apprenons à commander un café."),
+        ("es", "¡Hola a todos! Hoy aprendemos a pedir un café en el bar."),
     ],
 )
-def test_teacher_speaks_german_and_french(tmp_path: Path, language: str, text: str) -> None:
+def test_teacher_speaks_german_french_and_spanish(tmp_path: Path, language: str, text: str) -> None:
     out = tmp_path / f"teacher-{language}.mp4"
     result = lipcast(
         "say", text, "--persona", "teacher", "--language", language, "-o", str(out), cwd=tmp_path

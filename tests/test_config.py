@@ -108,3 +108,25 @@ def test_doctor_reports_without_showing_secrets(tmp_path: Path) -> None:
     assert "tts.espeak" in output
     assert "broker" in output and "amqp://u@127.0.0.1/" in output  # the URL, password removed
     assert "Traceback" not in output
+
+
+def test_mypy_checks_the_tests_with_the_packages() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    checked = set(project["tool"]["mypy"]["packages"])
+    packages = {
+        path.parent.name for path in ROOT.glob("*/__init__.py") if path.parent.name != "build"
+    }
+    assert packages <= checked, f"not type-checked: {sorted(packages - checked)}"
+    assert "tests" in checked
+
+
+def test_the_readmes_test_command_installs_every_extra_the_tests_use() -> None:
+    import re
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    extras = set(project["project"]["optional-dependencies"])
+    test_command = r'pip install (?:-q )?-e "\.\[([a-z0-9,]+)\]" && \.venv/bin/python -m pytest'
+    for where in ("README.md", ".ci/run"):
+        command = re.search(test_command, (ROOT / where).read_text(encoding="utf-8"))
+        assert command is not None, f"{where}: the test command"
+        assert set(command.group(1).split(",")) == extras, where

@@ -98,7 +98,7 @@ async def test_reply_sentences_become_jobs_while_the_model_still_writes(stub: Op
 class ReversedHandler(RecordingHandler):
     """Renders later sentences faster than earlier ones."""
 
-    async def handle(self, job: RenderJob) -> AsyncIterator:  # type: ignore[type-arg, override]
+    async def handle(self, job: RenderJob) -> AsyncIterator:  # type: ignore[type-arg]
         await asyncio.sleep(0.2 / (job.seq + 1))
         async for chunk in super().handle(job):
             yield chunk

@@ -290,7 +290,7 @@ async def test_a_clip_that_cannot_be_written_is_one_log_line_and_the_turn_goes_o
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     from lipcast.commands.run import FolderSink
-    from pipeline.conversation.turns import Clip, TurnInfo
+    from pipeline.clips import Clip, TurnInfo
     from tests.conversation_support import say
 
     blocker = tmp_path / "disk"

@@ -213,7 +213,7 @@ async def test_an_unreachable_discord_is_retried_until_stopped(
         while "cannot reach Discord" not in caplog.text:  # noqa: ASYNC110 - a log line
             await asyncio.sleep(0.05)
     await adapter.stop()
-    assert await asyncio.wait_for(running, 5) is None  # ends quietly: no error to report
+    await asyncio.wait_for(running, 5)  # ends quietly: no error to report
     assert TOKEN not in caplog.text
 
 
@@ -559,8 +559,8 @@ async def test_refusals_are_a_reaction_or_a_private_note(fake_discord: FakeDisco
         client._connection._add_guild_from_data(guild_payload())  # type: ignore[arg-type]
         state = client._connection
         try:
-            state.parse_message_create(  # type: ignore[arg-type]
-                message_payload(f"{MENTION} first question", mentions=(BOT_ID,))
+            state.parse_message_create(
+                message_payload(f"{MENTION} first question", mentions=(BOT_ID,))  # type: ignore[arg-type]
             )
             await fake_discord.wait_for(lambda: len(fake_discord.sent) == 1)
             second = message_payload(f"{MENTION} second question", mentions=(BOT_ID,))

@@ -50,7 +50,11 @@ async def show() -> AsyncIterator[tuple[OverlayServer, Conversation, Page]]:
         aiohttp.ClientSession() as http,
         http.ws_connect(f"{server.url}ws") as ws,
     ):
-        overlay = QueuedSink(OverlaySink(server), on_stop=p.conversation.skip)
+
+        def stop(turn_id: str) -> None:
+            p.conversation.skip(turn_id)
+
+        overlay = QueuedSink(OverlaySink(server), on_stop=stop)
         p.conversation.sinks.append(overlay)
 
         def forward(report: PlaybackReport) -> None:
@@ -65,7 +69,7 @@ async def show() -> AsyncIterator[tuple[OverlayServer, Conversation, Page]]:
         await overlay.aclose()
 
 
-MOD = {"moderator": True}
+MOD: dict[str, Any] = {"moderator": True}
 
 
 async def until(condition: Callable[[], bool], within_s: float = 10.0) -> None:

@@ -17,7 +17,7 @@ from personas.artwork import BUILTIN_AVATARS
 from pipeline.errors import PersonaError
 
 BUILTIN = ("cohost", "teacher")
-TEACHER_LANGUAGES = ("en", "de", "fr")
+TEACHER_LANGUAGES = ("en", "de", "fr", "es")
 MIN_SIZE = 512
 CORNER = 16  # pixels of each corner that must be transparent
 SKIN_TOLERANCE = 10  # largest channel difference from the declared skin colour still "skin"
@@ -229,3 +229,25 @@ def test_avatar_png_is_what_the_artwork_code_draws(persona_id: str) -> None:
     stored = _pixels(_persona(persona_id))
     difference = np.abs(drawn - stored)
     assert difference.mean() < 0.5, "run `python -m personas.artwork` to redraw the avatars"
+
+
+def test_personas_import_without_the_pipeline() -> None:
+    """DESIGN's direction: pipeline imports personas, never the other way round."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from personas import load_persona, list_personas\n"
+        "load_persona('teacher', language='es')\n"
+        "try:\n"
+        "    load_persona('no-such-persona')\n"
+        "except Exception as err:\n"
+        "    from lipcast_base.errors import LipcastError, PersonaError\n"
+        "    assert isinstance(err, PersonaError) and isinstance(err, LipcastError), err\n"
+        "leaked = sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('pipeline', 'lipcast', 'lipsync', 'bots', 'obs_overlay'))\n"
+        "assert not leaked, leaked\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr

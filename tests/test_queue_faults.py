@@ -24,6 +24,7 @@ from pipeline.jobs.wire import ATTEMPT_HEADER, ERROR_EXPIRED, ERROR_POISON, Rend
 from pipeline.jobs.worker import ResultChunk, SleepHandler
 from tests.queue_support.harness import (
     ROOT,
+    WorkerProcess,
     make_job,
     open_transport,
     own_vhost,
@@ -81,12 +82,32 @@ async def test_a_job_that_kills_three_workers_is_dead_lettered_and_others_flow(
             await poison.collect()
         later = await (await t.requester.submit(make_job("a normal sentence"))).collect()
         dead = await t.dead_letters()
-        exit_codes = [w.process.returncode for w in workers]
+        # The job is dead-lettered the moment the third worker dies, which can be before
+        # that process is reaped: read exit codes only once three workers are.
+        exit_codes = await _first_exits(workers, 3)
+        alive = [w for w in workers if w.process.returncode is None]
     assert caught.value.reason == ERROR_POISON
     assert later[-1].last
-    assert exit_codes.count(-signal.SIGKILL) == 3
+    assert exit_codes == [-signal.SIGKILL] * 3
+    assert len(alive) == 1  # the fourth served the normal sentence
     assert dead[0].reason == ERROR_POISON and dead[0].job_id == poison.job_id
     assert dead[0].headers[ATTEMPT_HEADER] == 3
+
+
+async def _first_exits(workers: list[WorkerProcess], count: int) -> list[int]:
+    """The exit codes of the first ``count`` workers to end, each waited for (reaped)."""
+    waits = [asyncio.ensure_future(worker.wait(within_s=30.0)) for worker in workers]
+    codes: list[int] = []
+    try:
+        for finished in asyncio.as_completed(waits):
+            codes.append(await finished)
+            if len(codes) == count:
+                break
+    finally:
+        for wait in waits:
+            wait.cancel()
+        await asyncio.gather(*waits, return_exceptions=True)
+    return codes
 
 
 async def test_sigterm_finishes_the_job_in_progress_and_hands_back_the_rest(

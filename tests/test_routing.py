@@ -194,7 +194,7 @@ async def test_a_stalled_sink_delays_no_other_sink_and_no_later_turn(
     from pipeline.sinks.queued import QueuedSink
 
     stalled, healthy = StalledSink(), RecordingSink()
-    sinks = [QueuedSink(stalled), QueuedSink(BrokenSink()), QueuedSink(healthy)]
+    sinks: list[ClipSink] = [QueuedSink(stalled), QueuedSink(BrokenSink()), QueuedSink(healthy)]
     async with running_router([STREAM], [TwitchLike()], stream_sinks=lambda: sinks) as p:
         for n, text in enumerate(["First message here.", "Second one, later.", "Third."]):
             await p.router.hear(message("twitch", "chan", f"v{n}", text))

@@ -149,7 +149,7 @@ CLOSING = "That was fun, wasn't it?"
 
 def compliant_reply(messages: list[dict[str, object]]) -> str:
     """The stand-in model does what it is told: "please say case N" says attempt N."""
-    request = last_user_text(messages)  # type: ignore[arg-type]
+    request = last_user_text(messages)
     if request.startswith("please say case "):
         attempt = ATTEMPTS[int(request.removeprefix("please say case "))]
         middle, _ = attempt.payload_sentences()
@@ -260,7 +260,7 @@ async def test_secrets_from_the_environment_are_never_spoken_or_posted(stub: Ope
     ]
     stub.reply = lambda messages: (
         f"Sure thing, my friend. {leaks[int(last_user_text(messages))]} Bye now, friend."
-    )  # type: ignore[arg-type]
+    )
     safety = SafetyGuard.build(phrases=[], secrets=secrets)
     sink = RecordingSink()
     async with running_pipeline(llm=make_llm(stub), safety=safety, sink=sink) as p:

@@ -158,7 +158,7 @@ CASES = [
 def split(case: Case, pieces: list[str]) -> list[str]:
     options = {"min_chars": 12, "soft_max_chars": 160, "hard_max_chars": 260, **case.options}
     splitter = SentenceSplitter(language=case.language, **options)
-    out = []
+    out: list[str] = []
     for piece in pieces:
         out.extend(sentence.text for sentence in splitter.feed(piece))
     out.extend(sentence.text for sentence in splitter.flush())

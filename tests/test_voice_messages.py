@@ -28,14 +28,14 @@ def ogg_opus(audio: AudioChunk) -> bytes:
     buffer = io.BytesIO()
     with av.open(buffer, mode="w", format="ogg") as container:
         stream = container.add_stream("libopus", rate=48_000)
-        stream.layout = "mono"  # type: ignore[union-attr]
+        stream.layout = "mono"
         frame = av.AudioFrame.from_ndarray(
             (np.clip(mono, -1, 1) * 32767).astype("<i2").reshape(1, -1), format="s16", layout="mono"
         )
         frame.sample_rate = 48_000
-        for packet in stream.encode(frame):  # type: ignore[union-attr]
+        for packet in stream.encode(frame):
             container.mux(packet)
-        for packet in stream.encode(None):  # type: ignore[union-attr]
+        for packet in stream.encode(None):
             container.mux(packet)
     return buffer.getvalue()
 

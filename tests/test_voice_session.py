@@ -41,7 +41,7 @@ VAD = SileroVAD()
 
 
 def member(user_id: int, name: str) -> dict[str, Any]:
-    user = {"id": str(user_id), "username": name.lower(), "global_name": name}
+    user: dict[str, Any] = {"id": str(user_id), "username": name.lower(), "global_name": name}
     user |= {"discriminator": "0", "avatar": None}
     return {"user": user, "roles": [], "joined_at": "2026-01-01T00:00:00+00:00"} | {
         "deaf": False,

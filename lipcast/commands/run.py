@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from bots.base import AdapterUnavailable, ChatAdapter
+from lipcast.clip_folder import ClipFolderLimits, prune_clips
 from lipcast.wiring import (
     build_adapter,
     build_conversation,
@@ -104,15 +105,18 @@ class FolderSink(ClipSink):
     overlay and the chat still get it).
     """
 
-    def __init__(self, folder: Path, *, out: TextIO | None = None) -> None:
+    def __init__(
+        self, folder: Path, *, out: TextIO | None = None, limits: ClipFolderLimits | None = None
+    ) -> None:
         self.folder = folder
         self._out = out or sys.stdout
+        self._limits = limits  # None: keep every clip
         self.written: list[Path] = []
 
     async def clip_ready(self, clip: Clip) -> bool:
         path = self.folder / f"{clip.turn.turn_id}-{clip.seq:02d}.mp4"
         try:
-            await asyncio.to_thread(_write_clip, path, clip.media)
+            await asyncio.to_thread(_write_clip, path, clip.media, self._limits)
         except OSError as err:
             log.warning(
                 "clip %s not written to [output] dir %s: %s",
@@ -126,7 +130,7 @@ class FolderSink(ClipSink):
         return True
 
 
-def _write_clip(path: Path, media: bytes) -> None:
+def _write_clip(path: Path, media: bytes, limits: ClipFolderLimits | None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)  # back, should it have gone while streaming
     try:
         path.write_bytes(media)
@@ -134,6 +138,8 @@ def _write_clip(path: Path, media: bytes) -> None:
         with contextlib.suppress(OSError):
             path.unlink(missing_ok=True)  # no half-written clip left behind
         raise
+    if limits is not None:
+        prune_clips(path.parent, limits)
 
 
 class OverlaySink(ClipSink):
@@ -269,7 +275,12 @@ async def _serve(
                 overlay_line = f"OBS Browser Source: {overlay.url}"
         # The show's own sinks; every conversation shares the reply sinks. All are closed
         # (what they hold handed on) after the conversations and before the overlay stops.
-        show_sinks: list[QueuedSink] = [QueuedSink(FolderSink(output), name="clip-folder")]
+        limits = ClipFolderLimits(
+            max_clips=settings.output.max_clips, max_bytes=settings.output.max_mb * 1_000_000
+        )
+        show_sinks: list[QueuedSink] = [
+            QueuedSink(FolderSink(output, limits=limits), name="clip-folder")
+        ]
         if overlay is not None:
             show_sinks.append(QueuedSink(OverlaySink(overlay), name="overlay", on_stop=stage.stop))
         for sink in [*reply_sinks, *show_sinks]:

@@ -27,6 +27,7 @@ from lipsync.sprite import SpriteRenderer
 from lipsync.timeline import TIMELINE_CONTENT_TYPE, Timeline, sprite_timeline
 from personas import Persona
 from pipeline.audio import AudioChunk, concat
+from pipeline.backends import BackendSpec
 from pipeline.clips import pcm_content_type
 from pipeline.errors import InputError, PersonaError, RenderError
 from pipeline.jobs.wire import RenderJob
@@ -34,6 +35,20 @@ from pipeline.jobs.worker import ResultChunk
 from pipeline.services.tts import TTS, Voice
 
 Progress = Callable[[int, int], None]  # (frames done, frames in all)
+
+RENDERERS: dict[str, BackendSpec] = {  # ``[render] renderer`` in bot.toml
+    "sprite": BackendSpec(
+        target="lipsync.sprite:SpriteRenderer",
+        description="drawn mouth shapes, blinks and head motion; CPU, no model weights",
+    ),
+    "wav2lip": BackendSpec(
+        target="lipsync.wav2lip.renderer:Wav2LipRenderer",
+        requires=("torch",),
+        package="torch",
+        extra="wav2lip",
+        description="the Wav2Lip generator on a checkpoint you download; torch or ONNX Runtime",
+    ),
+}
 
 
 @dataclass(frozen=True, kw_only=True)
