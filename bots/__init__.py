@@ -21,4 +21,11 @@ ADAPTERS: dict[str, BackendSpec] = {
         extra="discord",
         description="Discord: slash commands, mentions, replies and DMs; answers with a clip",
     ),
+    "twitch": BackendSpec(
+        target="bots.twitch.adapter:TwitchAdapter",
+        requires=("twitchio", "platformdirs"),
+        package="twitchio",
+        extra="twitch",
+        description="Twitch chat through EventSub (lipcast twitch auth)",
+    ),
 }

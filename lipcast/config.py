@@ -9,6 +9,7 @@ file; bot.toml refuses them.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -41,6 +42,7 @@ SECRET_VARIABLES: dict[str, str] = {
 }
 _SECRET_LOOKING_KEYS = ("api_key", "apikey", "token", "password", "secret")
 _NOT_SECRET_KEYS = frozenset({"max_tokens"})  # look like secrets, are not
+_TWITCH_LOGIN = re.compile(r"^[A-Za-z0-9_]{1,25}$")
 
 
 class _Section(BaseModel):
@@ -361,10 +363,69 @@ class ConsoleSettings(_Section):
     user: str = Field(default="viewer", min_length=1, max_length=25)  # who you are in it
 
 
+class TwitchTriggers(_Section):
+    """Which chat messages of one Twitch channel the persona answers (README: "Twitch")."""
+
+    prefix: str = Field(default="!ask", max_length=25)  # "!ask how are you?"; "" turns it off
+    mention: bool = True  # "@yourbot how are you?"
+    reply: bool = True  # a chat reply to one of the bot's own messages
+    every_message: bool = False  # read-aloud mode: every message (busy chats: use with care)
+    rewards: list[str] = Field(default_factory=list)  # channel-points reward titles
+    min_bits: int = Field(default=0, ge=0, le=1_000_000)  # cheers of at least this; 0: off
+
+    @field_validator("prefix")
+    @classmethod
+    def _check_prefix(cls, value: str) -> str:
+        if value and (value != value.strip() or " " in value):
+            raise ValueError("expected one word without spaces such as '!ask', or ''")
+        return value
+
+
 class TwitchSettings(_Section):
-    """The Twitch adapter (EventSub chat)."""
+    """The Twitch adapter (EventSub chat). Tokens: `lipcast twitch auth`; the client secret:
+    TWITCH_CLIENT_SECRET in the environment or .env."""
 
     enabled: bool = False
+    channels: list[str] = Field(default_factory=list)  # channel logins, e.g. ["yourchannel"]
+    client_id: str = Field(default="", max_length=64)  # not a secret; TWITCH_CLIENT_ID wins
+    bot: str = Field(default="", max_length=25)  # the bot's login; "": the one authorised
+    triggers: TwitchTriggers = TwitchTriggers()  # every channel's triggers ...
+    channel: dict[str, TwitchTriggers] = Field(default_factory=dict)  # ... or one channel's
+    manage_rewards: bool = False  # fulfil answered / refund refused redemptions (lipcast's own)
+    notice_window_s: float = Field(default=60.0, ge=0, le=3600)  # "wait a moment" once per this
+    chat_backlog: int = Field(default=10, ge=1, le=100)  # replies waiting to be posted, at most
+    automod_check: bool = False  # check each sentence with the channel's AutoMod first
+    automod_fail_closed: bool = True  # AutoMod unreachable: the sentence is not spoken
+
+    @field_validator("channels")
+    @classmethod
+    def _check_channels(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not _TWITCH_LOGIN.match(name):
+                raise ValueError(
+                    f"{name!r} is not a Twitch login: expected the channel name as in its URL "
+                    "(twitch.tv/NAME), such as 'yourchannel'"
+                )
+        return [name.lower() for name in value]
+
+    @field_validator("channel")
+    @classmethod
+    def _check_channel_tables(cls, value: dict[str, TwitchTriggers]) -> dict[str, TwitchTriggers]:
+        for name in value:
+            if not _TWITCH_LOGIN.match(name):
+                raise ValueError(f"[twitch.channel.{name}]: expected a channel login as the name")
+        return {name.lower(): triggers for name, triggers in value.items()}
+
+    @field_validator("bot")
+    @classmethod
+    def _check_bot(cls, value: str) -> str:
+        if value and not _TWITCH_LOGIN.match(value):
+            raise ValueError("expected the bot account's login, such as 'yourbot'")
+        return value.lower()
+
+    def triggers_for(self, channel: str) -> TwitchTriggers:
+        """The triggers of ``channel`` (a login): its own table, else ``[twitch.triggers]``."""
+        return self.channel.get(channel.lower(), self.triggers)
 
 
 class DiscordSettings(_Section):

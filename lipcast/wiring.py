@@ -490,12 +490,65 @@ def build_discord_adapter(
     return DiscordAdapter(token=token, options=options, features=features, transcribe=transcribe)
 
 
+def twitch_client_id(settings: Settings, env_file: Path | None = Path(".env")) -> str:
+    """The Twitch application's client id (not a secret): TWITCH_CLIENT_ID from the
+    environment, then ``.env``, then ``[twitch] client_id``; "" when none is set."""
+    import os
+
+    from dotenv import dotenv_values
+
+    value = os.environ.get("TWITCH_CLIENT_ID")
+    if not value and env_file is not None and env_file.is_file():
+        value = dotenv_values(env_file).get("TWITCH_CLIENT_ID")
+    return (value or settings.twitch.client_id).strip()
+
+
+def build_twitch_adapter(
+    settings: Settings, secrets: Secrets, *, token_path: Path | None = None
+) -> ChatAdapter:
+    """The Twitch adapter ``[twitch]`` describes (not started).
+
+    Raises :class:`AdapterUnavailable` naming exactly what is missing: twitchio (the pip line),
+    TWITCH_CLIENT_ID, TWITCH_CLIENT_SECRET, or the token ``lipcast twitch auth`` stores.
+    """
+    from bots import ADAPTERS
+    from bots.base import AdapterUnavailable
+
+    spec = ADAPTERS["twitch"]
+    if spec.missing() is not None:
+        raise AdapterUnavailable(
+            str(MissingDependencyError("the Twitch adapter", package="twitchio", extra="twitch"))
+        )
+    client_id = twitch_client_id(settings)
+    if not client_id:
+        raise AdapterUnavailable(
+            "Twitch: TWITCH_CLIENT_ID is not set: put your application's client id in .env "
+            "or in bot.toml [twitch] client_id (README: Twitch)"
+        )
+    secret = secrets.twitch_client_secret
+    if secret is None or not secret.get_secret_value():
+        raise AdapterUnavailable(
+            "Twitch: TWITCH_CLIENT_SECRET is not set: put your application's client secret "
+            "in .env (README: Twitch)"
+        )
+    from bots.twitch.adapter import TwitchAdapter
+    from bots.twitch.auth import TokenStore
+
+    return TwitchAdapter(
+        settings=settings.twitch,
+        client_id=client_id,
+        client_secret=secret.get_secret_value(),
+        tokens=TokenStore.load(token_path),
+    )
+
+
 AdapterBuilder = Callable[["Settings", "Secrets"], "ChatAdapter"]
 
 # How each adapter in bots.ADAPTERS is built from its bot.toml section and the secrets.
 ADAPTER_BUILDERS: dict[str, AdapterBuilder] = {
     "console": build_console_adapter,
     "discord": build_discord_adapter,
+    "twitch": build_twitch_adapter,
 }
 
 

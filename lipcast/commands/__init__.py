@@ -16,4 +16,5 @@ COMMANDS: dict[str, str] = {
     "run": "lipcast.commands.run",
     "forget": "lipcast.commands.forget",
     "discord": "lipcast.commands.discord",
+    "twitch": "lipcast.commands.twitch",
 }
