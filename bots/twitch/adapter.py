@@ -44,6 +44,8 @@ if TYPE_CHECKING:
     import twitchio
     from twitchio.models.eventsub_ import ChannelPointsRedemptionAdd
 
+    from bots.twitch.automod import AutoModCheck
+
 log = logging.getLogger(__name__)
 
 # Refusals a viewer is told about (once per window); the rest are silent.
@@ -538,6 +540,19 @@ class TwitchAdapter(ChatAdapter):
         task = asyncio.create_task(run(), name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    # -- AutoMod --------------------------------------------------------------------------
+
+    def automod_check(self, channel_id: str) -> AutoModCheck | None:
+        """The channel's AutoMod as a safety layer, when ``[twitch] automod_check`` is on (it
+        uses the broadcaster's token with moderation:read, through this adapter's client)."""
+        if not self.settings.automod_check:
+            return None
+        from bots.twitch.automod import AutoModCheck
+
+        return AutoModCheck(
+            lambda: self._client, channel_id, fail_closed=self.settings.automod_fail_closed
+        )
 
     # -- doctor ----------------------------------------------------------------------------
 

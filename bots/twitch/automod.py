@@ -17,6 +17,7 @@ from __future__ import annotations
 import itertools
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, ClassVar
 
 from bots.twitch.adapter import describe_error
@@ -30,12 +31,20 @@ _ids = itertools.count(1)
 
 
 class AutoModCheck:
-    """Checks text against the AutoMod settings of the channel ``broadcaster_id``."""
+    """Checks text against the AutoMod settings of the channel ``broadcaster_id``.
+
+    ``client`` gives the logged-in twitchio client that holds the broadcaster's token (the
+    Twitch adapter's, while it runs), or None when there is none.
+    """
 
     name: ClassVar[str] = "automod"
 
     def __init__(
-        self, client: twitchio.Client, broadcaster_id: str, *, fail_closed: bool = True
+        self,
+        client: Callable[[], twitchio.Client | None],
+        broadcaster_id: str,
+        *,
+        fail_closed: bool = True,
     ) -> None:
         self._client = client
         self.broadcaster_id = broadcaster_id
@@ -50,7 +59,10 @@ class AutoModCheck:
 
         started = time.perf_counter()
         message_id = f"lipcast-{next(_ids)}"
-        broadcaster = self._client.create_partialuser(self.broadcaster_id)
+        client = self._client()
+        if client is None:
+            return self._unavailable("not connected to Twitch")
+        broadcaster = client.create_partialuser(self.broadcaster_id)
         try:
             statuses = await broadcaster.check_automod_status(
                 AutomodCheckMessage(id=message_id, text=text), token_for=self.broadcaster_id
@@ -59,17 +71,16 @@ class AutoModCheck:
             self.last_latency_s = time.perf_counter() - started
             why = describe_error(err)
             log.warning("AutoMod check failed (%s)", why)
-            if self.fail_closed:
-                return Verdict(ok=False, reason="automod_unavailable", detail=why)
-            return Verdict(ok=True)
+            return self._unavailable(why)
         self.last_latency_s = time.perf_counter() - started
         status = next((s for s in statuses if s.msg_id == message_id), None)
         if status is None:
-            return (
-                Verdict(ok=False, reason="automod_unavailable", detail="no answer for the text")
-                if self.fail_closed
-                else Verdict(ok=True)
-            )
+            return self._unavailable("no answer for the text")
         if not status.permitted:
             return Verdict(ok=False, reason="automod", detail="held by the channel's AutoMod")
+        return Verdict(ok=True)
+
+    def _unavailable(self, why: str) -> Verdict:
+        if self.fail_closed:
+            return Verdict(ok=False, reason="automod_unavailable", detail=why)
         return Verdict(ok=True)
