@@ -177,3 +177,42 @@ def test_scopes_follow_the_features_that_are_on() -> None:
     assert "channel:read:redemptions" in scopes_for(
         "broadcaster", rewards=True, manage_rewards=False, automod=False, same_account=False
     )
+
+
+def test_doctor_names_the_missing_twitch_credential(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from lipcast.commands.doctor import _twitch
+    from lipcast.config import Secrets
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("TWITCH_CLIENT_ID", raising=False)
+    off = parse_settings({}, source="t")
+    assert [check.status for check in _twitch(off, Secrets())] == ["info"]
+    on = parse_settings({"twitch": {"enabled": True, "channels": ["streamer"]}}, source="t")
+    [check] = _twitch(on, Secrets())
+    assert check.status == "FAIL" and "TWITCH_CLIENT_ID is not set" in check.detail
+
+
+def test_doctor_checks_the_stored_token_with_twitch(
+    fake: FakeTwitch, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from bots.twitch.auth import StoredToken
+    from lipcast.commands.doctor import _twitch
+    from lipcast.config import Secrets
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TWITCH_CLIENT_ID", CLIENT_ID)
+    monkeypatch.setenv("LIPCAST_TWITCH_TOKENS", str(tmp_path / "tokens.json"))
+    scopes = ["user:read:chat", "user:write:chat", "user:bot"]
+    fake.add_account(
+        Account(user_id="2914196", login="persona_bot", token=TOKEN, refresh=REFRESH, scopes=scopes)
+    )
+    tokens = TokenStore(path=tmp_path / "tokens.json")
+    tokens.put(StoredToken(user_id="2914196", login="persona_bot", token=TOKEN, refresh=REFRESH))
+    tokens.save()
+    on = parse_settings({"twitch": {"enabled": True, "channels": ["streamer"]}}, source="t")
+    secrets = Secrets(twitch_client_secret=CLIENT_SECRET)  # type: ignore[arg-type]
+    [check] = _twitch(on, secrets)
+    assert check.status == "ok" and "bot persona_bot: token valid" in check.detail
+    assert TOKEN not in check.detail
