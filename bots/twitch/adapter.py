@@ -32,6 +32,7 @@ from bots.twitch.auth import (
     REDEMPTION_READ_SCOPE,
     StoredToken,
     TokenStore,
+    quiet_twitchio_notice,
 )
 from bots.twitch.pacing import LIMIT, MODERATOR_LIMIT, ChatLine, ChatPacer, split_message
 from bots.twitch.triggers import Triggers
@@ -213,12 +214,13 @@ class TwitchAdapter(ChatAdapter):
                     describe_error(payload.error),
                 )
 
-        return LipcastTwitchClient(
-            client_id=self._client_id,
-            client_secret=self._client_secret,
-            bot_id=self.bot.user_id,
-            fetch_client_user=False,
-        )
+        with quiet_twitchio_notice():
+            return LipcastTwitchClient(
+                client_id=self._client_id,
+                client_secret=self._client_secret,
+                bot_id=self.bot.user_id,
+                fetch_client_user=False,
+            )
 
     async def _load_tokens(self, client: twitchio.Client) -> None:
         """Add every stored token to ``client`` (twitchio validates, and refreshes an expired

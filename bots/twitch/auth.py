@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -160,3 +161,16 @@ class TokenStore:
     def values(self) -> list[str]:
         """Every token and refresh token, for log redaction only."""
         return [value for t in self.tokens.values() for value in (t.token, t.refresh) if value]
+
+
+@contextlib.contextmanager
+def quiet_twitchio_notice() -> Iterator[None]:
+    """Hide the notice twitchio logs on every client it builds without Starlette installed:
+    lipcast uses twitchio's aiohttp adapter, so the notice only confuses."""
+    logger = logging.getLogger("twitchio.client")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)

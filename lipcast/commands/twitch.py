@@ -20,6 +20,7 @@ from bots.twitch.auth import (
     StoredToken,
     TokenStore,
     default_token_path,
+    quiet_twitchio_notice,
     redirect_url,
     scopes_for,
 )
@@ -172,7 +173,8 @@ async def authorise(
                 signed_in.set_result(payload)
 
     web: AiohttpAdapter[Any] = AiohttpAdapter(host="localhost", port=port)
-    client = AuthClient(client_id=client_id, client_secret=client_secret, adapter=web)
+    with quiet_twitchio_notice():
+        client = AuthClient(client_id=client_id, client_secret=client_secret, adapter=web)
     try:
         try:
             await web.run()
@@ -185,6 +187,7 @@ async def authorise(
         start = f"http://localhost:{port}/oauth?{query}"
         print(f"Sign in with Twitch as the {role} account:\n  {start}")
         print(f"(the Twitch application's OAuth Redirect URL must be {redirect_url(port)})")
+        print(f"waiting up to {timeout_s / 60:.0f} min for the sign-in; Ctrl-C cancels", flush=True)
         if open_browser:
             webbrowser.open(start)
         try:
