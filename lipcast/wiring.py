@@ -534,11 +534,15 @@ def build_twitch_adapter(
     from bots.twitch.adapter import TwitchAdapter
     from bots.twitch.auth import TokenStore
 
+    try:
+        tokens = TokenStore.load(token_path)
+    except ConfigError as err:
+        raise AdapterUnavailable(str(err)) from err
     return TwitchAdapter(
         settings=settings.twitch,
         client_id=client_id,
         client_secret=secret.get_secret_value(),
-        tokens=TokenStore.load(token_path),
+        tokens=tokens,
     )
 
 

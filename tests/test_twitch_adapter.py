@@ -513,3 +513,37 @@ async def test_doctor_validates_tokens_read_only_and_names_missing_scopes(
     lines = await adapter.check()
     assert not lines[0].ok and "user:write:chat, user:bot" in lines[0].detail
     assert all(BOT_TOKEN not in line.detail for line in lines)
+
+
+def test_a_damaged_token_file_makes_the_adapter_unavailable_not_lipcast(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("TWITCH_CLIENT_ID", CLIENT_ID)
+    (tmp_path / "tokens.json").write_text("{not json")
+    settings = parse_settings({"twitch": {"enabled": True, "channels": ["streamer"]}}, source="t")
+    with pytest.raises(AdapterUnavailable, match=r"delete it and run `lipcast twitch auth`"):
+        build_twitch_adapter(
+            settings,
+            Secrets(twitch_client_secret=CLIENT_SECRET),  # type: ignore[arg-type]
+            token_path=tmp_path / "tokens.json",
+        )
+
+
+async def test_forget_at_user_names_the_viewer_by_id_and_only_for_moderators(
+    twitch: FakeTwitch, tmp_path: Path
+) -> None:
+    adapter = make_adapter(tmp_path)
+    listener = RecordingListener()
+    async with running(adapter, listener, twitch):
+        await twitch.notify(CHAT, chat_message_event("!ask hello", login="pest", user_id="31337"))
+        await twitch.notify(CHAT, chat_message_event("!forget @Pest", login="fan", user_id="7"))
+        mod = chat_message_event(
+            "!forget @Pest", login="moddy", user_id="55", badges=[badge("moderator")]
+        )
+        await twitch.notify(CHAT, mod)
+        await heard(listener, 2)
+        await twitch.wait_posts(1)
+    [command] = listener.controls
+    assert command.name == "forget" and command.argument == "31337"
+    assert command.origin.user == "55" and command.origin.moderator
+    assert twitch.chat_posts[0]["message"] == "@moddy forget done"

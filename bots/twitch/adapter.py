@@ -405,8 +405,8 @@ class TwitchAdapter(ChatAdapter):
         admission = await self._listener.control(command)
         if admission.reason == "not_allowed":
             return  # moderator commands from anyone else: ignored without a word
-        if admission.detail:
-            self._notice(origin, admission.detail, force=True)
+        if admission.detail:  # a moderator is always answered; a viewer once per window
+            self._notice(origin, admission.detail, force=privileged)
 
     async def _user_id(self, login: str) -> str | None:
         from twitchio.exceptions import HTTPException
