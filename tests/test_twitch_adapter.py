@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 pytest.importorskip("twitchio")
@@ -39,6 +40,7 @@ from tests.twitch_support import (
     badge,
     chat_message_event,
     cheermote_fragment,
+    mention_fragment,
     point_twitchio_at,
     redemption_event,
     text_fragment,
@@ -225,6 +227,39 @@ async def test_a_question_is_answered_in_chat_as_a_reply_and_in_the_overlay(
     assert [clip.text for clip in overlay.clips] == ["Sunny all day.", "Enjoy the stream!"]
     for secret in (CLIENT_SECRET, BOT_TOKEN, BOT_REFRESH):
         assert secret not in caplog.text
+
+
+async def test_the_reply_reaches_the_real_overlay_server_and_chat(
+    twitch: FakeTwitch, stub: OpenAIStub, tmp_path: Path
+) -> None:
+    from lipcast.commands.run import OverlaySink
+    from obs_overlay.server import OverlayServer
+
+    overlay = OverlayServer(host="127.0.0.1", port=0)
+    await overlay.start()
+    try:
+        adapter = make_adapter(tmp_path)
+        async with running_pipeline(llm=stub_llm(stub)) as pipeline:
+            pipeline.conversation.sinks.extend([OverlaySink(overlay), ChatSink(adapter)])
+            turns = asyncio.create_task(pipeline.conversation.run(), name="test-turns")
+            try:
+                async with running(adapter, pipeline.conversation, twitch):
+                    await twitch.notify(
+                        CHAT,
+                        chat_message_event(
+                            fragments=[mention_fragment(), text_fragment(" how are you?")]
+                        ),
+                    )
+                    posts = await twitch.wait_posts(1)
+            finally:
+                await pipeline.conversation.close()
+                await asyncio.gather(turns, return_exceptions=True)
+        assert posts[0]["message"] == "Sunny all day. Enjoy the stream!"
+        assert len(overlay.store) == 2  # both sentences' clips were published to the page
+        async with aiohttp.ClientSession() as session, session.get(overlay.url) as page:
+            assert page.status == 200
+    finally:
+        await overlay.stop()
 
 
 async def test_moderator_commands_run_and_are_answered_non_moderators_are_ignored_silently(
