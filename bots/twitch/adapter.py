@@ -163,6 +163,8 @@ class TwitchAdapter(ChatAdapter):
         finally:
             pacer.cancel()
             await asyncio.gather(pacer, return_exceptions=True)
+            if self.pacer.waiting:
+                log.warning("twitch: %d chat lines not posted: stopping", self.pacer.waiting)
             with contextlib.suppress(Exception):  # closing never hides why run ended
                 await client.close()
             self._client = None
@@ -174,7 +176,7 @@ class TwitchAdapter(ChatAdapter):
         """End :meth:`run` with ``reason`` (reported once, by the caller of run)."""
         if self._failure is None:
             self._failure = reason
-            log.error("twitch: %s", reason)
+            log.info("twitch: stopping: %s", reason)
         self._stopped.set()
 
     def _make_client(self) -> twitchio.Client:
@@ -466,6 +468,9 @@ class TwitchAdapter(ChatAdapter):
         if redemption is not None:
             self._spawn(self._settle(redemption, fulfil=bool(reply.text)), "twitch-fulfil")
         if not reply.text:
+            return
+        if self._client is None:
+            log.info("twitch: reply %s not posted: not connected", reply.turn_id)
             return
         text = reply.text
         if utterance.message_id is None:  # a redemption: no message to reply to
