@@ -379,6 +379,8 @@ class TwitchAdapter(ChatAdapter):
             return
         utterance = decision.utterance
         self._redemptions[utterance.id] = redemption
+        while len(self._redemptions) > 1000:  # answers that never came (dropped past deadline)
+            del self._redemptions[next(iter(self._redemptions))]
         admission = await self._listener.hear(utterance)
         self._admitted(utterance, admission)
 
