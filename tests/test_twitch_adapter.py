@@ -582,3 +582,23 @@ async def test_forget_at_user_names_the_viewer_by_id_and_only_for_moderators(
     assert command.name == "forget" and command.argument == "31337"
     assert command.origin.user == "55" and command.origin.moderator
     assert twitch.chat_posts[0]["message"] == "@moddy forget done"
+
+
+async def test_busy_notices_name_each_refused_viewer_once(
+    twitch: FakeTwitch, tmp_path: Path
+) -> None:
+    adapter = make_adapter(tmp_path)
+    listener = RecordingListener(Admission(accepted=False, reason="busy", detail="5 waiting"))
+    async with running(adapter, listener, twitch):
+        for round_ in range(3):
+            for n, name in enumerate(("ann", "ben", "cat")):
+                await twitch.notify(
+                    CHAT, chat_message_event(f"!ask q{round_}", login=name, user_id=str(100 + n))
+                )
+        await heard(listener, 9)
+        await twitch.wait_posts(1)
+        await asyncio.sleep(0.3)
+    text = " ".join(post["message"] for post in twitch.chat_posts)
+    for name in ("ann", "ben", "cat"):
+        assert text.count(f"@{name} too many questions are waiting") == 1
+    assert len(twitch.chat_posts) <= 3  # notices waiting together go out as one line

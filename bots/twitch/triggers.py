@@ -146,7 +146,7 @@ class Triggers:
             trigger=trigger,
             moderator=chatter.moderator or chatter.lead_moderator,
             broadcaster=chatter.broadcaster,
-            subscriber=chatter.subscriber,
+            subscriber=chatter.subscriber or chatter.founder,
             vip=chatter.vip,
             first_time=message.type == "user_intro",
             bits=bits,
