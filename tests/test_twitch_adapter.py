@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +19,21 @@ pytest.importorskip("twitchio")
 from bots.base import AdapterUnavailable
 from bots.twitch.adapter import TwitchAdapter
 from bots.twitch.auth import StoredToken, TokenStore
-from lipcast.commands.run import ChatSink
 from lipcast.config import Secrets, TwitchSettings, parse_settings
 from lipcast.wiring import build_twitch_adapter
-from pipeline.conversation.filters import FilterRules
+from personas import Persona, load_persona
+from pipeline.conversation.filters import ChatFilter, FilterRules
+from pipeline.conversation.safety import SafetyGuard
+from pipeline.conversation.turns import ClipSink, Conversation, ConversationOptions
+from pipeline.jobs.queue.base import QueueOptions
+from pipeline.jobs.queue.memory import MemoryJobQueue
+from pipeline.jobs.worker import RenderWorker
+from pipeline.routing import Route, Router, Stage
 from pipeline.services.llm import OpenAIChatLLM, RetryPolicy
+from pipeline.sinks.queued import QueuedSink
+from pipeline.sinks.replies import ReplySink
 from pipeline.utterance import Admission, Control, Utterance
-from tests.conversation_support import RecordingSink, running_pipeline
+from tests.conversation_support import OPEN_RULES, RecordingHandler, RecordingSink
 from tests.openai_stub import OpenAIStub, last_user_text
 from tests.twitch_support import (
     BOT_ID,
@@ -189,22 +197,58 @@ def stub_llm(stub: OpenAIStub) -> OpenAIChatLLM:
 
 @contextlib.asynccontextmanager
 async def live(
-    adapter: TwitchAdapter, fake: FakeTwitch, stub: OpenAIStub, rules: FilterRules | None = None
+    adapter: TwitchAdapter,
+    fake: FakeTwitch,
+    stub: OpenAIStub,
+    rules: FilterRules = OPEN_RULES,
+    stream_sinks: Sequence[ClipSink] = (),
 ) -> AsyncIterator[RecordingSink]:
-    """Adapter -> real Conversation (memory queue, in-process worker) -> ChatSink -> adapter."""
-    overlay = RecordingSink()  # stands in for the overlay sink: it receives the clips
-    options: dict[str, Any] = {"llm": stub_llm(stub), "sink": overlay}
-    if rules is not None:
-        options["rules"] = rules
-    async with running_pipeline(**options) as pipeline:
-        pipeline.conversation.sinks.append(ChatSink(adapter))
-        turns = asyncio.create_task(pipeline.conversation.run(), name="test-turns")
-        try:
-            async with running(adapter, pipeline.conversation, fake):
-                yield overlay
-        finally:
-            await pipeline.conversation.close()
-            await asyncio.gather(turns, return_exceptions=True)
+    """The adapter in front of what ``lipcast run`` builds: the real router with a Twitch
+    route on the stream stage, its conversation (memory queue, in-process worker, the model
+    behind the OpenAI stub), the reply sink on its queue back to the adapter, and stream sinks
+    (a recording one stands in for the overlay unless ``stream_sinks`` are given)."""
+    overlay = RecordingSink()
+    queue = MemoryJobQueue(QueueOptions(result_timeout_s=10.0))
+    await queue.start()
+    worker = RenderWorker(queue, RecordingHandler(), concurrency=2)
+    worker_task = asyncio.create_task(worker.run(), name="test-worker")
+    replies = QueuedSink(ReplySink(adapter), name="replies-twitch")
+    llm = stub_llm(stub)
+
+    def safety(persona: Persona) -> SafetyGuard:
+        return SafetyGuard.build(phrases=persona.spec.safety.blocked_phrases)
+
+    def make_conversation(persona: Persona, stage: Stage) -> Conversation:
+        sinks: list[ClipSink] = [replies]
+        if stage == "stream":
+            sinks += [overlay, *stream_sinks]
+        return Conversation(
+            persona=persona,
+            queue=queue,
+            chat_filter=ChatFilter(rules),
+            safety=safety(persona),
+            sinks=sinks,
+            llm=llm,
+            options=ConversationOptions(),
+        )
+
+    router = Router(
+        routes=[Route(platform="twitch", stage="stream")],
+        load_persona=lambda name, language: load_persona(name, language=language),
+        make_conversation=make_conversation,
+        make_safety=safety,
+    )
+    await router.start()
+    try:
+        async with running(adapter, router, fake):
+            yield overlay
+    finally:
+        await router.close()
+        await replies.aclose()
+        worker.stop()
+        await asyncio.wait_for(worker_task, 5)
+        await queue.close()
+        await llm.aclose()
 
 
 async def test_a_question_is_answered_in_chat_as_a_reply_and_in_the_overlay(
@@ -239,21 +283,14 @@ async def test_the_reply_reaches_the_real_overlay_server_and_chat(
     await overlay.start()
     try:
         adapter = make_adapter(tmp_path)
-        async with running_pipeline(llm=stub_llm(stub)) as pipeline:
-            pipeline.conversation.sinks.extend([OverlaySink(overlay), ChatSink(adapter)])
-            turns = asyncio.create_task(pipeline.conversation.run(), name="test-turns")
-            try:
-                async with running(adapter, pipeline.conversation, twitch):
-                    await twitch.notify(
-                        CHAT,
-                        chat_message_event(
-                            fragments=[mention_fragment(), text_fragment(" how are you?")]
-                        ),
-                    )
-                    posts = await twitch.wait_posts(1)
-            finally:
-                await pipeline.conversation.close()
-                await asyncio.gather(turns, return_exceptions=True)
+        sink = QueuedSink(OverlaySink(overlay), name="overlay")
+        async with live(adapter, twitch, stub, stream_sinks=[sink]):
+            await twitch.notify(
+                CHAT,
+                chat_message_event(fragments=[mention_fragment(), text_fragment(" how are you?")]),
+            )
+            posts = await twitch.wait_posts(1)
+        await sink.aclose()
         assert posts[0]["message"] == "Sunny all day. Enjoy the stream!"
         assert len(overlay.store) == 2  # both sentences' clips were published to the page
         async with aiohttp.ClientSession() as session, session.get(overlay.url) as page:

@@ -182,15 +182,17 @@ def test_scopes_follow_the_features_that_are_on() -> None:
 def test_doctor_names_the_missing_twitch_credential(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from lipcast.commands.doctor import _twitch
+    from lipcast.commands.doctor import _adapters
     from lipcast.config import Secrets
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("TWITCH_CLIENT_ID", raising=False)
     off = parse_settings({}, source="t")
-    assert [check.status for check in _twitch(off, Secrets())] == ["info"]
+    assert [c.detail for c in _adapters(off, Secrets()) if c.topic == "adapter.twitch"] == [
+        "off ([twitch] enabled = false)"
+    ]
     on = parse_settings({"twitch": {"enabled": True, "channels": ["streamer"]}}, source="t")
-    [check] = _twitch(on, Secrets())
+    [check] = [c for c in _adapters(on, Secrets()) if c.topic == "adapter.twitch"]
     assert check.status == "FAIL" and "TWITCH_CLIENT_ID is not set" in check.detail
 
 
@@ -198,7 +200,7 @@ def test_doctor_checks_the_stored_token_with_twitch(
     fake: FakeTwitch, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     from bots.twitch.auth import StoredToken
-    from lipcast.commands.doctor import _twitch
+    from lipcast.commands.doctor import _adapters
     from lipcast.config import Secrets
 
     monkeypatch.chdir(tmp_path)
@@ -213,6 +215,6 @@ def test_doctor_checks_the_stored_token_with_twitch(
     tokens.save()
     on = parse_settings({"twitch": {"enabled": True, "channels": ["streamer"]}}, source="t")
     secrets = Secrets(twitch_client_secret=CLIENT_SECRET)  # type: ignore[arg-type]
-    [check] = _twitch(on, secrets)
+    [check] = [c for c in _adapters(on, secrets) if c.topic == "adapter.twitch"]
     assert check.status == "ok" and "bot persona_bot: token valid" in check.detail
     assert TOKEN not in check.detail

@@ -145,7 +145,6 @@ def checks(context: Context) -> list[Check]:
     found.extend(_adapters(settings, secrets))
     found.extend(_voice(settings))
     found.append(_llm(settings, secrets))
-    found.extend(_twitch(settings, secrets))
     found.append(_broker(settings, secrets))
     found.append(_gpu())
     return found
@@ -222,28 +221,6 @@ def _llm(settings: Settings, secrets: Secrets) -> Check:
     port = 443 if llm.base_url.startswith("https") else 80
     problem = _reachable(llm.base_url, port)
     return Check("FAIL" if problem else "ok", "llm", problem or f"{llm.model} at {llm.base_url}")
-
-
-def _twitch(settings: Settings, secrets: Secrets) -> list[Check]:
-    """The Twitch adapter's read-only checks (credentials, token validity, scopes)."""
-    if not settings.twitch.enabled:
-        return [Check("info", "twitch", "off ([twitch] enabled = false)")]
-    from bots.base import AdapterUnavailable
-    from lipcast.wiring import build_twitch_adapter
-
-    try:
-        adapter = build_twitch_adapter(settings, secrets)
-        lines = asyncio.run(adapter.check())
-    except (AdapterUnavailable, LipcastError) as err:
-        return [Check("FAIL", "twitch", str(err))]
-    return [
-        Check(
-            "ok" if line.ok and not line.warning else "warn" if line.ok else "FAIL",
-            "twitch",
-            line.detail,
-        )
-        for line in lines
-    ] or [Check("ok", "twitch", adapter.describe())]
 
 
 def _broker(settings: Settings, secrets: Secrets) -> Check:
