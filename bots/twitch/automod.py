@@ -9,7 +9,8 @@ partners), so a refusal for rate is answered like an unreachable AutoMod: blocke
 
 :class:`AutoModCheck` has the shape of a safety layer (``name`` and ``async check(text)``
 returning a :class:`~pipeline.conversation.safety.Verdict`); the time each check takes is kept in
-``last_latency_s`` for the turn's timings.
+``last_latency_s`` for the turn's timings. It answers for itself when AutoMod cannot be
+reached (``fail_closed``), so the guard it is plugged into need not know Twitch's limits.
 """
 
 from __future__ import annotations
@@ -79,6 +80,9 @@ class AutoModCheck:
         if not status.permitted:
             return Verdict(ok=False, reason="automod", detail="held by the channel's AutoMod")
         return Verdict(ok=True)
+
+    async def aclose(self) -> None:
+        """Nothing to release: the adapter's twitchio client is the adapter's to close."""
 
     def _unavailable(self, why: str) -> Verdict:
         if self.fail_closed:
