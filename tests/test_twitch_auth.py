@@ -78,6 +78,41 @@ def sign_in_as_a_browser_would(port: int, out: io.StringIO, seen: dict[str, obje
         seen["callback"] = back.status
 
 
+def sign_in(port: int, args: list[str]) -> tuple[int, str]:
+    """Run ``lipcast twitch auth`` on ``port`` while a browser thread signs in."""
+    out, err = io.StringIO(), io.StringIO()
+    seen: dict[str, object] = {}
+    browser = threading.Thread(
+        target=sign_in_as_a_browser_would, args=(port, out, seen), name="browser", daemon=True
+    )
+    browser.start()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(["twitch", "auth", "--no-browser", "--port", str(port), *args])
+    browser.join(10)
+    return code, out.getvalue() + err.getvalue()
+
+
+def test_the_broadcaster_sign_in_never_replaces_the_bots_token(
+    fake: FakeTwitch, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from bots.twitch.auth import StoredToken
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TWITCH_CLIENT_ID", CLIENT_ID)
+    monkeypatch.setenv("TWITCH_CLIENT_SECRET", CLIENT_SECRET)
+    tokens = tmp_path / "tokens.json"
+    store = TokenStore(path=tokens)
+    store.put(StoredToken(user_id="2914196", login="persona_bot", token="old", refresh="old-r"))
+    store.save()
+    fake.code_accounts["the-code"] = Account(
+        user_id="2914196", login="persona_bot", token=TOKEN, refresh=REFRESH, scopes=["channel:bot"]
+    )
+    code, shown = sign_in(free_port(), ["--broadcaster", "--tokens", str(tokens)])
+    assert code == 2 and "the bot account: its token was kept" in shown
+    kept = TokenStore.load(tokens).tokens["2914196"]
+    assert (kept.token, kept.role) == ("old", "bot")
+
+
 def test_auth_stores_the_token_owner_only_in_the_config_folder(
     fake: FakeTwitch, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

@@ -127,6 +127,13 @@ def run(args: argparse.Namespace, context: Context) -> int:
         )
     )
     store = TokenStore.load(path)
+    known = store.tokens.get(entry.user_id)
+    if role == "broadcaster" and known is not None and known.role == "bot":
+        raise LipcastError(
+            f"you signed in as {entry.login}, the bot account: its token was kept. Sign in "
+            f"as the channel's owner, or, to chat as {entry.login} itself, run `lipcast "
+            "twitch auth` without --broadcaster"
+        )
     if role == "bot":  # one bot: a new sign-in replaces the last one's role
         for other in store.tokens.values():
             if other.role == "bot" and other.user_id != entry.user_id:
