@@ -639,3 +639,39 @@ async def test_busy_notices_name_each_refused_viewer_once(
     for name in ("ann", "ben", "cat"):
         assert text.count(f"@{name} too many questions are waiting") == 1
     assert len(twitch.chat_posts) <= 3  # notices waiting together go out as one line
+
+
+async def test_cheers_subscribers_and_moderators_are_answered_before_other_viewers(
+    twitch: FakeTwitch, tmp_path: Path
+) -> None:
+    slow = OpenAIStub(reply="Sunny all day. Enjoy the stream!", tokens_per_s=15)
+    await slow.start()
+    try:
+        adapter = make_adapter(tmp_path, triggers={"min_bits": 100})
+        first = chat_message_event("!ask first in line", login="a", user_id="1")
+        plain = chat_message_event("!ask just a viewer", login="b", user_id="2")
+        sub = chat_message_event(
+            "!ask a subscriber", login="c", user_id="3", badges=[badge("subscriber")]
+        )
+        cheer = chat_message_event(
+            fragments=[cheermote_fragment(300), text_fragment(" a cheer")],
+            bits=300,
+            login="d",
+            user_id="4",
+        )
+        mod = chat_message_event(
+            "!ask a moderator", login="e", user_id="5", badges=[badge("moderator")]
+        )
+        async with live(adapter, twitch, slow):
+            await twitch.notify(CHAT, first)
+            async with asyncio.timeout(10):
+                while not slow.exchanges:  # noqa: ASYNC110 - until the first turn is running
+                    await asyncio.sleep(0.01)
+            for event in (plain, sub, cheer, mod):
+                await twitch.notify(CHAT, event)
+            posts = await twitch.wait_posts(5, within_s=20)
+    finally:
+        await slow.close()
+    order = [post["reply_parent_message_id"] for post in posts]
+    expected = [first, mod, cheer, sub, plain]
+    assert order == [event["message_id"] for event in expected]
