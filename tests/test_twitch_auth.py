@@ -62,7 +62,7 @@ def sign_in_as_a_browser_would(port: int, out: io.StringIO, seen: dict[str, obje
     """Open the printed address (Twitch's page would redirect back with a code), then call the
     redirect URL with the code, as the browser does after the streamer allows access."""
     opener = urllib.request.build_opener(NoRedirect)
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + 60
     while "/oauth?" not in out.getvalue() and time.monotonic() < deadline:
         time.sleep(0.05)
     start = next(line.strip() for line in out.getvalue().splitlines() if "/oauth?" in line)
@@ -87,7 +87,9 @@ def sign_in(port: int, args: list[str]) -> tuple[int, str]:
     )
     browser.start()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(["twitch", "auth", "--no-browser", "--port", str(port), *args])
+        code = main(
+            ["twitch", "auth", "--no-browser", "--port", str(port), "--timeout", "60", *args]
+        )
     browser.join(10)
     return code, out.getvalue() + err.getvalue()
 
