@@ -202,6 +202,7 @@ async def live(
     stub: OpenAIStub,
     rules: FilterRules = OPEN_RULES,
     stream_sinks: Sequence[ClipSink] = (),
+    reply_layers: Sequence[Any] = (),
 ) -> AsyncIterator[RecordingSink]:
     """The adapter in front of what ``lipcast run`` builds: the real router with a Twitch
     route on the stream stage, its conversation (memory queue, in-process worker, the model
@@ -215,10 +216,12 @@ async def live(
     replies = QueuedSink(ReplySink(adapter), name="replies-twitch")
     llm = stub_llm(stub)
 
-    def safety(persona: Persona) -> SafetyGuard:
-        return SafetyGuard.build(phrases=persona.spec.safety.blocked_phrases)
+    def safety(persona: Persona, place: Utterance | None = None) -> SafetyGuard:
+        return SafetyGuard.build(
+            phrases=persona.spec.safety.blocked_phrases, reply_layers=reply_layers
+        )
 
-    def make_conversation(persona: Persona, stage: Stage) -> Conversation:
+    def make_conversation(persona: Persona, stage: Stage, place: Utterance) -> Conversation:
         sinks: list[ClipSink] = [replies]
         if stage == "stream":
             sinks += [overlay, *stream_sinks]
@@ -675,3 +678,33 @@ async def test_cheers_subscribers_and_moderators_are_answered_before_other_viewe
     order = [post["reply_parent_message_id"] for post in posts]
     expected = [first, mod, cheer, sub, plain]
     assert order == [event["message_id"] for event in expected]
+
+
+async def test_a_sentence_the_channels_automod_would_hold_is_never_said_or_posted(
+    twitch: FakeTwitch, tmp_path: Path
+) -> None:
+    owner_scopes = ["channel:bot", "moderation:read"]
+    twitch.add_account(
+        Account(
+            user_id=CHANNEL_ID,
+            login=CHANNEL_LOGIN,
+            token=OWNER_TOKEN,
+            refresh=OWNER_REFRESH,
+            scopes=owner_scopes,
+        )
+    )
+    rude = OpenAIStub(reply="Sunny all day. You absolute blorp!", tokens_per_s=2000)
+    await rude.start()
+    try:
+        adapter = make_adapter(tmp_path, owner_scopes=owner_scopes, automod_check=True)
+        layer = adapter.automod_check()
+        assert layer is not None and layer.name == "automod"
+        async with live(adapter, twitch, rude, reply_layers=[layer]) as overlay:
+            await twitch.notify(CHAT, chat_message_event("!ask how is the weather?"))
+            posts = await twitch.wait_posts(1)
+    finally:
+        await rude.close()
+    assert [post["message"] for post in posts] == ["Sunny all day."]
+    assert [clip.text for clip in overlay.clips] == ["Sunny all day."]
+    assert twitch.automod_checks == ["Sunny all day.", "You absolute blorp!"]
+    assert layer.last_latency_s > 0

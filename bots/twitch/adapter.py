@@ -552,15 +552,23 @@ class TwitchAdapter(ChatAdapter):
 
     # -- AutoMod --------------------------------------------------------------------------
 
-    def automod_check(self, channel_id: str) -> AutoModCheck | None:
-        """The channel's AutoMod as a safety layer, when ``[twitch] automod_check`` is on (it
-        uses the broadcaster's token with moderation:read, through this adapter's client)."""
+    def automod_check(self, channel_id: str | None = None) -> AutoModCheck | None:
+        """The channel's AutoMod as a safety layer (``[twitch] automod_check``), for the
+        channel ``channel_id`` or, by default, the first of ``[twitch] channels`` (the show's).
+        It checks with the channel owner's token (moderation:read) through this adapter's
+        client, so it answers while the adapter runs; None when the check is off."""
         if not self.settings.automod_check:
             return None
         from bots.twitch.automod import AutoModCheck
 
+        def channel() -> str | None:
+            if channel_id is not None:
+                return channel_id
+            first = self.settings.channels[0] if self.settings.channels else None
+            return next((c.id for c in self.channels.values() if c.login == first), None)
+
         return AutoModCheck(
-            lambda: self._client, channel_id, fail_closed=self.settings.automod_fail_closed
+            lambda: self._client, channel, fail_closed=self.settings.automod_fail_closed
         )
 
     # -- doctor ----------------------------------------------------------------------------

@@ -35,7 +35,8 @@ class AutoModCheck:
     """Checks text against the AutoMod settings of the channel ``broadcaster_id``.
 
     ``client`` gives the logged-in twitchio client that holds the broadcaster's token (the
-    Twitch adapter's, while it runs), or None when there is none.
+    Twitch adapter's, while it runs), or None when there is none. ``broadcaster_id`` is the
+    channel's user id, or gives it once known (the adapter learns it at start-up).
     """
 
     name: ClassVar[str] = "automod"
@@ -43,7 +44,7 @@ class AutoModCheck:
     def __init__(
         self,
         client: Callable[[], twitchio.Client | None],
-        broadcaster_id: str,
+        broadcaster_id: str | Callable[[], str | None],
         *,
         fail_closed: bool = True,
     ) -> None:
@@ -61,12 +62,15 @@ class AutoModCheck:
         started = time.perf_counter()
         message_id = f"lipcast-{next(_ids)}"
         client = self._client()
-        if client is None:
+        channel = self.broadcaster_id if isinstance(self.broadcaster_id, str) else None
+        if channel is None and callable(self.broadcaster_id):
+            channel = self.broadcaster_id()
+        if client is None or channel is None:
             return self._unavailable("not connected to Twitch")
-        broadcaster = client.create_partialuser(self.broadcaster_id)
+        broadcaster = client.create_partialuser(channel)
         try:
             statuses = await broadcaster.check_automod_status(
-                AutomodCheckMessage(id=message_id, text=text), token_for=self.broadcaster_id
+                AutomodCheckMessage(id=message_id, text=text), token_for=channel
             )
         except (HTTPException, OSError, TimeoutError) as err:
             self.last_latency_s = time.perf_counter() - started
