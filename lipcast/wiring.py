@@ -26,7 +26,12 @@ from pipeline.backends import load_backend
 from pipeline.conversation.filters import ChatFilter, FilterRules
 from pipeline.conversation.memory import ViewerMemory
 from pipeline.conversation.priority import PriorityPolicy
-from pipeline.conversation.safety import OpenAIModeration, SafetyGuard, secrets_from_environment
+from pipeline.conversation.safety import (
+    ModerationLayer,
+    OpenAIModeration,
+    SafetyGuard,
+    secrets_from_environment,
+)
 from pipeline.conversation.turns import ClipSink, Conversation, ConversationOptions
 from pipeline.errors import ConfigError, MissingDependencyError
 from pipeline.jobs.queue import JobQueue, QueueOptions, open_job_queue
@@ -289,10 +294,12 @@ def build_safety(
     *,
     platform: str | None = None,
     channel: str | None = None,
+    reply_layers: Sequence[ModerationLayer] = (),
 ) -> SafetyGuard:
     """The built-in list, the blocked phrases and allowed words of ``[safety]``, the persona
     and the channel (``[[safety.channels]]`` matching ``platform`` and ``channel``), every
-    secret and private detail, and the optional moderation layer."""
+    secret and private detail, and the optional moderation layer. ``reply_layers`` check each
+    sentence too (the Twitch adapter's ``automod_check()``)."""
     config = settings.safety
     spec = persona.spec.safety
     moderator = None
@@ -331,6 +338,7 @@ def build_safety(
         moderator=moderator,
         moderate_replies=config.moderate_replies,
         fail_closed=config.moderation_fail_closed,
+        reply_layers=reply_layers,
     )
 
 

@@ -82,3 +82,14 @@ async def test_the_adapter_offers_automod_only_when_configured(tmp_path: Path) -
     assert layer is not None
     verdict = await layer.check("anything")  # the adapter is not running: no client
     assert not verdict.ok and verdict.reason == "automod_unavailable"
+
+
+def test_build_safety_takes_the_automod_layer_for_each_sentence(tmp_path: Path) -> None:
+    from lipcast.config import Secrets, Settings
+    from lipcast.wiring import build_safety
+    from personas import load_persona
+
+    layer = make_adapter(tmp_path, automod_check=True).automod_check()
+    assert layer is not None
+    guard = build_safety(Settings(), Secrets(), load_persona("cohost"), reply_layers=[layer])
+    assert layer in guard.reply_layers and layer not in guard.layers
