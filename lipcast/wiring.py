@@ -397,16 +397,24 @@ def build_conversation(
     memory: ViewerMemory | None,
     platform: str | None = None,
     channel: str | None = None,
+    reply_layers: Sequence[ModerationLayer] = (),
     **options: Any,
 ) -> Conversation:
     """The conversation pipeline as bot.toml configures it for the place it answers
-    (``platform`` and ``channel``: their ``[[safety.channels]]``); ``options`` override
-    ``[chat]``."""
+    (``platform`` and ``channel``: their ``[[safety.channels]]``; ``reply_layers``: more
+    checks on each sentence); ``options`` override ``[chat]``."""
     return Conversation(
         persona=persona,
         queue=queue,
         chat_filter=ChatFilter(filter_rules(settings)),
-        safety=build_safety(settings, secrets, persona, platform=platform, channel=channel),
+        safety=build_safety(
+            settings,
+            secrets,
+            persona,
+            platform=platform,
+            channel=channel,
+            reply_layers=reply_layers,
+        ),
         sinks=sinks,
         llm=llm,
         memory=memory,

@@ -29,6 +29,7 @@ from tests.twitch_support import (
     BOT_ID,
     BOT_LOGIN,
     BOT_SCOPES,
+    CHANNEL_ID,
     CLIENT_ID,
     CLIENT_SECRET,
     Account,
@@ -81,10 +82,10 @@ def free_port() -> int:
         return port
 
 
-def settings(tmp_path: Path, llm_url: str) -> Settings:
+def settings(tmp_path: Path, llm_url: str, **twitch: Any) -> Settings:
     return Settings.model_validate(
         {
-            "twitch": {"enabled": True, "channels": ["streamer"]},
+            "twitch": {"enabled": True, "channels": ["streamer"], **twitch},
             "llm": {"backend": "openai", "base_url": llm_url, "model": "stub"},
             "output": {"dir": str(tmp_path / "clips")},
             "overlay": {"port": free_port()},
@@ -94,11 +95,13 @@ def settings(tmp_path: Path, llm_url: str) -> Settings:
     )
 
 
+@pytest.mark.parametrize("automod", [False, True])
 def test_lipcast_run_answers_twitch_chat_in_chat(
     services: Services,
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
     capfd: pytest.CaptureFixture[str],
+    automod: bool,
 ) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("TWITCH_CLIENT_ID", CLIENT_ID)
@@ -109,6 +112,24 @@ def test_lipcast_run_answers_twitch_chat_in_chat(
             user_id=BOT_ID, login=BOT_LOGIN, token=TOKEN, refresh=REFRESH, scopes=BOT_SCOPES
         )
     )
+    if automod:  # the channel's owner signed in too, for its AutoMod
+        owner = ["channel:bot", "moderation:read"]
+        services.twitch.add_account(
+            Account(
+                user_id=CHANNEL_ID, login="streamer", token="own-t", refresh="own-r", scopes=owner
+            )
+        )
+        store.put(
+            StoredToken(
+                user_id=CHANNEL_ID,
+                login="streamer",
+                token="own-t",
+                refresh="own-r",
+                scopes=owner,
+                role="broadcaster",
+            )
+        )
+        services.stub.reply = "Hello from the show. You absolute blorp!"
     store.save()
     reader, writer = os.pipe()
     monkeypatch.setattr(sys, "stdin", os.fdopen(reader, "r"))
@@ -131,7 +152,7 @@ def test_lipcast_run_answers_twitch_chat_in_chat(
     asker.start()
     args = argparse.Namespace(persona=None, language=None, user=None, no_overlay=False)
     context = Context(
-        settings=settings(tmp_path, services.stub.base_url),
+        settings=settings(tmp_path, services.stub.base_url, automod_check=automod),
         secrets=Secrets(twitch_client_secret=CLIENT_SECRET),  # type: ignore[arg-type]
         config_path=None,
     )
@@ -139,7 +160,12 @@ def test_lipcast_run_answers_twitch_chat_in_chat(
     asker.join(10)
     posts = services.twitch.chat_posts
     assert len(posts) == 1
-    assert posts[0]["message"] == "Hello from the show. Nice to see you!"
+    if automod:  # the second sentence is one the channel's AutoMod would hold
+        assert posts[0]["message"] == "Hello from the show."
+        assert services.twitch.automod_checks == ["Hello from the show.", "You absolute blorp!"]
+    else:
+        assert posts[0]["message"] == "Hello from the show. Nice to see you!"
+        assert services.twitch.automod_checks == []
     assert posts[0]["reply_parent_message_id"] == question["message_id"]
     assert posts[0]["sender_id"] == BOT_ID
     err = capfd.readouterr().err

@@ -59,6 +59,7 @@ if TYPE_CHECKING:
     from lipcast.config import Secrets, Settings
     from obs_overlay.events import PlaybackReport
     from obs_overlay.server import OverlayServer
+    from pipeline.conversation.safety import ModerationLayer
 
 HELP = "run the persona: chat in the terminal, lip-synced clips out (files, OBS overlay)"
 DRAIN_GRACE_S = 5.0  # after the chat ends, how long waiting replies get beyond their deadlines
@@ -286,6 +287,20 @@ async def _serve(
         for sink in [*reply_sinks, *show_sinks]:
             stack.push_async_callback(sink.aclose)
 
+        # What the show says, and what is said in Twitch chat, passes the channel's AutoMod
+        # too when [twitch] automod_check is on.
+        automod = [
+            layer
+            for adapter in adapters
+            if (layer := getattr(adapter, "automod_check", lambda: None)()) is not None
+        ]
+
+        def automod_for(place: Utterance, stage_name: Stage | None = None) -> list[ModerationLayer]:
+            if stage_name is None:
+                found = router.route_for(place)
+                stage_name = found[1].stage if found is not None else None
+            return automod if place.platform == "twitch" or stage_name == "stream" else []
+
         def make_conversation(
             speaker: Persona, stage_name: Stage, place: Utterance
         ) -> Conversation:
@@ -302,6 +317,7 @@ async def _serve(
                 memory=memory,
                 platform=place.platform,
                 channel=place.channel,
+                reply_layers=automod_for(place, stage_name),
             )
             if stage_name == "stream":
                 stage.conversation = conversation
@@ -312,7 +328,12 @@ async def _serve(
             load_persona=lambda name, language: persona_from_settings(settings, name, language),
             make_conversation=make_conversation,
             make_safety=lambda speaker, place: build_safety(
-                settings, secrets, speaker, platform=place.platform, channel=place.channel
+                settings,
+                secrets,
+                speaker,
+                platform=place.platform,
+                channel=place.channel,
+                reply_layers=automod_for(place),
             ),
         )
         stack.push_async_callback(_close_router, router)
