@@ -168,6 +168,8 @@ def test_lipcast_run_answers_twitch_chat_in_chat(
         assert services.twitch.automod_checks == []
     assert posts[0]["reply_parent_message_id"] == question["message_id"]
     assert posts[0]["sender_id"] == BOT_ID
+    clips = sorted((tmp_path / "clips").glob("*.mp4"))  # the show's clips, as the overlay's
+    assert len(clips) == (1 if automod else 2)
     err = capfd.readouterr().err
     assert "OBS Browser Source" in err and "adapter is off" not in err
     assert TOKEN not in err and CLIENT_SECRET not in err
