@@ -13,6 +13,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from pydantic import SecretStr
 
 pytest.importorskip("twitchio")
 
@@ -555,8 +556,8 @@ def test_the_builder_reads_the_stored_token(
     settings = parse_settings({"twitch": {"enabled": True, "channels": ["streamer"]}}, source="t")
     adapter = build_twitch_adapter(
         settings,
-        Secrets(twitch_client_secret=CLIENT_SECRET),
-        token_path=tmp_path / "tokens.json",  # type: ignore[arg-type]
+        Secrets(twitch_client_secret=SecretStr(CLIENT_SECRET)),
+        token_path=tmp_path / "tokens.json",
     )
     assert isinstance(adapter, TwitchAdapter)
     assert adapter.describe() == "twitch: #streamer as persona_bot"
@@ -599,7 +600,7 @@ def test_a_damaged_token_file_makes_the_adapter_unavailable_not_lipcast(
     with pytest.raises(AdapterUnavailable, match=r"delete it and run `lipcast twitch auth`"):
         build_twitch_adapter(
             settings,
-            Secrets(twitch_client_secret=CLIENT_SECRET),  # type: ignore[arg-type]
+            Secrets(twitch_client_secret=SecretStr(CLIENT_SECRET)),
             token_path=tmp_path / "tokens.json",
         )
 

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 pytest.importorskip("twitchio")
 
@@ -251,7 +252,7 @@ def test_doctor_checks_the_stored_token_with_twitch(
     tokens.put(StoredToken(user_id="2914196", login="persona_bot", token=TOKEN, refresh=REFRESH))
     tokens.save()
     on = parse_settings({"twitch": {"enabled": True, "channels": ["streamer"]}}, source="t")
-    secrets = Secrets(twitch_client_secret=CLIENT_SECRET)  # type: ignore[arg-type]
+    secrets = Secrets(twitch_client_secret=SecretStr(CLIENT_SECRET))
     [check] = [c for c in _adapters(on, secrets) if c.topic == "adapter.twitch"]
     assert check.status == "ok" and "bot persona_bot: token valid" in check.detail
     assert TOKEN not in check.detail

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 
 pytest.importorskip("twitchio")
 
@@ -153,7 +154,7 @@ def test_lipcast_run_answers_twitch_chat_in_chat(
     args = argparse.Namespace(persona=None, language=None, user=None, no_overlay=False)
     context = Context(
         settings=settings(tmp_path, services.stub.base_url, automod_check=automod),
-        secrets=Secrets(twitch_client_secret=CLIENT_SECRET),  # type: ignore[arg-type]
+        secrets=Secrets(twitch_client_secret=SecretStr(CLIENT_SECRET)),
         config_path=None,
     )
     assert run_command.run(args, context) == 0

@@ -19,7 +19,7 @@ import itertools
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING
 
 from bots.twitch.adapter import describe_error
 from pipeline.conversation.safety import Verdict
@@ -39,7 +39,7 @@ class AutoModCheck:
     channel's user id, or gives it once known (the adapter learns it at start-up).
     """
 
-    name: ClassVar[str] = "automod"
+    name: str = "automod"
 
     def __init__(
         self,
