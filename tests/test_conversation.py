@@ -13,7 +13,7 @@ import pytest
 
 from pipeline.conversation.filters import FilterRules
 from pipeline.conversation.memory import ViewerMemory
-from pipeline.conversation.safety import SafetyGuard
+from pipeline.conversation.safety import ALLOWED, SafetyGuard, Verdict
 from pipeline.conversation.turns import FALLBACK_LINES, NEUTRAL_LINES, ConversationOptions
 from pipeline.jobs.wire import RenderJob
 from pipeline.services.llm import OpenAIChatLLM, RetryPolicy
@@ -392,3 +392,28 @@ async def test_a_stalled_model_is_cut_off_in_time_for_the_fallback_and_the_next_
     assert "cut off" in ada.error
     assert bob.outcome == "completed", bob.line()
     assert p.sink.texts == [FALLBACK_LINES["en"], *FOUR_SENTENCES[:2]]
+
+
+class SlowReplyCheck:
+    """A reply moderation layer (as Twitch's AutoMod is) that takes 50 ms a sentence."""
+
+    name = "slow-check"
+
+    async def check(self, text: str) -> Verdict:
+        await asyncio.sleep(0.05)
+        return ALLOWED
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def test_the_time_spent_checking_reply_sentences_is_in_the_turns_timings(
+    stub: OpenAIStub,
+) -> None:
+    persona_phrases = cohost().spec.safety.blocked_phrases
+    safety = SafetyGuard.build(phrases=persona_phrases, reply_layers=[SlowReplyCheck()])
+    async with running_pipeline(llm=llm(stub), safety=safety, options=FOUR_OK) as p:
+        report = await p.conversation.respond(say("Tell me four things."), "Tell me four things.")
+    assert report.outcome == "completed" and len(report.released) == 4
+    assert report.timings.safety >= 4 * 0.05
+    assert "safety=" in report.line()

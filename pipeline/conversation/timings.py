@@ -26,6 +26,7 @@ class TurnTimings:
     last_clip_ready: float | None = None  # -> the last clip released
     first_clip_shown: float | None = None  # -> a page reported clip 1 started playing
     job_queue_wait: float | None = None  # sentence 1's job waiting for a worker
+    safety: float = 0.0  # checking reply sentences (AutoMod, moderation), summed
     tts: float = 0.0  # summed over the turn's clips
     render: float = 0.0
     encode: float = 0.0
@@ -68,6 +69,7 @@ class TurnTimings:
             "queue_wait",
             "llm_first_token",
             "first_sentence",
+            "safety",
             "job_queue_wait",
             "tts",
             "render",

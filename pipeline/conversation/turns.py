@@ -826,7 +826,10 @@ class _TurnRun:
         if self.said and len(self.said) + 1 + len(sentence.text) > self.char_cap:
             self.cut = True  # the persona's reply.max_chars: the reply ends before this one
             return
+        checking = self.c._clock()
         verdict = await self.c.safety.check_reply(sentence.text, said_before=self.said)
+        # every reply check (the word lists, and AutoMod or moderation when configured)
+        self.report.timings.safety += self.c._clock() - checking
         if not verdict.ok:
             self.c._log_blocked(
                 "reply sentence", self.report.utterance, self.report.turn_id, verdict, sentence.text
