@@ -20,14 +20,17 @@ platform adapters) and workers (render and speech-to-text machines):
     (a table of stage → seconds), ``worker``, ``attempt``, and for a failed job ``error`` (what
     went wrong, for the log) and ``error_reason`` (one of :data:`ERROR_REASONS`).
 
-``TranscribeJob`` (requester → STT work queue → speech-to-text worker)
-    A stretch of speech to transcribe. Body: the audio (``content_type``, e.g. ``audio/wav``).
+``TranscribeJob`` (requester → STT work queue ``<name>.stt`` → speech-to-text worker)
+    A stretch of speech to transcribe. Body: the audio (``content_type``; ``audio/wav``, 16-bit
+    mono PCM, is what lipcast sends and what a worker accepts).
     Headers: ``version``, ``job_id``, ``turn_id``, ``content_type``, ``language``,
     ``priority``, ``created_at``, ``deadline``.
 
 ``TranscribeResult`` (speech-to-text worker → requester)
-    Body: the transcript as UTF-8 text. Headers: ``version``, ``job_id``, ``language`` (as
-    detected), ``audio_duration_s``, ``timings``, ``worker``, ``error``, ``error_reason``.
+    Body: the transcript as UTF-8 text. Headers: ``version``, ``job_id``, ``part`` (always 0)
+    and ``last`` (always true), so the queue treats it as a one-part result, ``language`` (as
+    detected), ``audio_duration_s``, ``timings``, ``worker``, ``attempt``, ``error``,
+    ``error_reason``.
 
 Conventions shared by all four:
 
@@ -59,7 +62,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import Any, ClassVar, Literal, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -127,64 +130,46 @@ class WireMessage(BaseModel):
         return "text/plain; charset=utf-8"
 
 
-class RenderJob(WireMessage):
-    """One sentence for a render worker to speak and lip-sync."""
-
-    KIND: ClassVar[str] = "render_job"
-    BODY_FIELD: ClassVar[str] = "text"
+class Job(WireMessage):
+    """What every job has: the fields the job queue and the worker loop act on."""
 
     job_id: str = Field(pattern=_ID_PATTERN)  # unique per job; also the correlation id
-    turn_id: str = Field(pattern=_ID_PATTERN)  # the conversation turn the sentence belongs to
-    seq: int = Field(ge=0, le=10_000)  # the sentence's index within its turn
-    text: str = Field(min_length=1, max_length=20_000)
-    # a persona's folder name, never a path: a message must not pick folders on a worker's disk
-    persona: str = Field(pattern=_PERSONA_PATTERN)
-    language: str | None = Field(default=None, pattern=_LANGUAGE_PATTERN)
+    turn_id: str = Field(pattern=_ID_PATTERN)  # the conversation turn the job belongs to
     priority: int = Field(default=0, ge=0, le=9)  # 9 is served first
     created_at: float = Field(gt=0)  # unix seconds
     deadline: float = Field(gt=0)  # unix seconds; after it the result is useless
-    # Whether a sink needs an MP4 file (clip folder, Discord, `lipcast say`); the overlay draws
-    # a sprite persona from the timeline part, so without one the worker encodes no video.
-    mp4: bool = True
 
     @model_validator(mode="after")
-    def _deadline_after_creation(self) -> RenderJob:
+    def _deadline_after_creation(self) -> Self:
         if self.deadline <= self.created_at:
             raise ValueError("deadline must be later than created_at")
         return self
 
+    def label(self) -> str:
+        """How logs name the job besides its id."""
+        return f"turn {self.turn_id}"
 
-class RenderResult(WireMessage):
-    """One part of a render job's output, or the error that ended it."""
 
-    KIND: ClassVar[str] = "render_result"
-    BODY_FIELD: ClassVar[str] = "media"
+class JobResult(WireMessage):
+    """What every result has: one numbered part of a job's output, or the error that ended it."""
 
     job_id: str = Field(pattern=_ID_PATTERN)
-    part: int = Field(ge=0, le=10_000)
-    last: bool
-    content_type: str = Field(default="video/mp4", max_length=200)
-    media: bytes = Field(default=b"", repr=False)
-    duration_s: float = Field(default=0.0, ge=0)  # playing time of this part
-    timings: dict[str, float] = Field(default_factory=dict)  # stage -> seconds
+    part: int = Field(default=0, ge=0, le=10_000)
+    last: bool = True
     worker: str = Field(default="", max_length=200)  # which worker made it (for logs)
     attempt: int = Field(default=1, ge=1)  # which delivery of the job produced it
     error: str | None = Field(default=None, max_length=_MAX_ERROR_CHARS)
     error_reason: str | None = None  # one of ERROR_REASONS when error is set
 
-    def body_content_type(self) -> str:
-        return self.content_type
-
     @classmethod
     def failure(
         cls, job_id: str, *, part: int, reason: str, error: str, worker: str = "", attempt: int = 1
-    ) -> RenderResult:
-        """The final part of a job that failed: no media, the error and its reason."""
+    ) -> Self:
+        """The final part of a job that failed: no output, the error and its reason."""
         return cls(
             job_id=job_id,
             part=part,
             last=True,
-            content_type="application/octet-stream",
             error=error[:_MAX_ERROR_CHARS] or reason,
             error_reason=reason,
             worker=worker,
@@ -192,45 +177,76 @@ class RenderResult(WireMessage):
         )
 
 
-class TranscribeJob(WireMessage):
+class RenderJob(Job):
+    """One sentence for a render worker to speak and lip-sync."""
+
+    KIND: ClassVar[str] = "render_job"
+    BODY_FIELD: ClassVar[str] = "text"
+
+    seq: int = Field(ge=0, le=10_000)  # the sentence's index within its turn
+    text: str = Field(min_length=1, max_length=20_000)
+    # a persona's folder name, never a path: a message must not pick folders on a worker's disk
+    persona: str = Field(pattern=_PERSONA_PATTERN)
+    language: str | None = Field(default=None, pattern=_LANGUAGE_PATTERN)
+    # Whether a sink needs an MP4 file (clip folder, Discord, `lipcast say`); the overlay draws
+    # a sprite persona from the timeline part, so without one the worker encodes no video.
+    mp4: bool = True
+
+    def label(self) -> str:
+        return f"turn {self.turn_id}, seq {self.seq}"
+
+
+class RenderResult(JobResult):
+    """One part of a render job's output, or the error that ended it."""
+
+    KIND: ClassVar[str] = "render_result"
+    BODY_FIELD: ClassVar[str] = "media"
+
+    part: int = Field(ge=0, le=10_000)
+    last: bool
+    content_type: str = Field(default="video/mp4", max_length=200)
+    media: bytes = Field(default=b"", repr=False)
+    duration_s: float = Field(default=0.0, ge=0)  # playing time of this part
+    timings: dict[str, float] = Field(default_factory=dict)  # stage -> seconds
+
+    def body_content_type(self) -> str:
+        return self.content_type
+
+    @classmethod
+    def failure(
+        cls, job_id: str, *, part: int, reason: str, error: str, worker: str = "", attempt: int = 1
+    ) -> Self:
+        """The final part of a job that failed: no media, the error and its reason."""
+        failed = super().failure(
+            job_id, part=part, reason=reason, error=error, worker=worker, attempt=attempt
+        )
+        return failed.model_copy(update={"content_type": "application/octet-stream"})
+
+
+class TranscribeJob(Job):
     """A stretch of speech for a speech-to-text worker."""
 
     KIND: ClassVar[str] = "transcribe_job"
     BODY_FIELD: ClassVar[str] = "audio"
 
-    job_id: str = Field(pattern=_ID_PATTERN)
-    turn_id: str = Field(pattern=_ID_PATTERN)
     audio: bytes = Field(repr=False, min_length=1)
     content_type: str = Field(default="audio/wav", max_length=200)
     language: str | None = Field(default=None, pattern=_LANGUAGE_PATTERN)  # None: detect
-    priority: int = Field(default=0, ge=0, le=9)
-    created_at: float = Field(gt=0)
-    deadline: float = Field(gt=0)
 
     def body_content_type(self) -> str:
         return self.content_type
 
-    @model_validator(mode="after")
-    def _deadline_after_creation(self) -> TranscribeJob:
-        if self.deadline <= self.created_at:
-            raise ValueError("deadline must be later than created_at")
-        return self
 
-
-class TranscribeResult(WireMessage):
-    """The transcript of a :class:`TranscribeJob`, or the error that ended it."""
+class TranscribeResult(JobResult):
+    """The transcript of a :class:`TranscribeJob` (always one part), or the error that ended it."""
 
     KIND: ClassVar[str] = "transcribe_result"
     BODY_FIELD: ClassVar[str] = "text"
 
-    job_id: str = Field(pattern=_ID_PATTERN)
     text: str = ""
     language: str | None = Field(default=None, pattern=_LANGUAGE_PATTERN)
     audio_duration_s: float = Field(default=0.0, ge=0)
     timings: dict[str, float] = Field(default_factory=dict)
-    worker: str = Field(default="", max_length=200)
-    error: str | None = Field(default=None, max_length=_MAX_ERROR_CHARS)
-    error_reason: str | None = None
 
 
 MESSAGE_TYPES: dict[str, type[WireMessage]] = {

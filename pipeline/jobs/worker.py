@@ -1,6 +1,8 @@
-"""The render worker: takes jobs from a :class:`JobQueue`, renders them, streams the results.
+"""Workers: take jobs from a :class:`JobQueue`, run them, stream the results back.
 
-For each job the worker
+:class:`JobWorker` is the loop every kind of job shares; :class:`RenderWorker` runs render jobs
+through a :class:`JobHandler`, and :class:`pipeline.jobs.transcribe.TranscribeWorker` runs
+transcribe jobs through a speech-to-text backend. For each job the worker
 
 1. drops it without rendering when its deadline has passed (the requester gets an
    ``expired`` error part, the job goes to the dead letters with reason ``expired``);
@@ -20,6 +22,7 @@ the event loop, and with it the broker connection's heartbeats, stays free durin
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import logging
 import os
@@ -28,10 +31,10 @@ import socket
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Generic, Protocol
 
 from pipeline.errors import LipcastError, RenderError
-from pipeline.jobs.queue.base import Delivery, DeliveryLostError, JobConsumer, JobQueue
+from pipeline.jobs.queue.base import Delivery, DeliveryLostError, J, JobConsumer, JobQueue, R
 from pipeline.jobs.wire import ERROR_EXPIRED, ERROR_FAILED, ERROR_POISON, RenderJob, RenderResult
 
 log = logging.getLogger(__name__)
@@ -80,13 +83,12 @@ def default_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-class RenderWorker:
-    """Consume render jobs from ``queue`` and run ``handler`` on each."""
+class JobWorker(abc.ABC, Generic[J, R]):
+    """Consume jobs from ``queue`` and run each with :meth:`_run_job`; subclasses say how."""
 
     def __init__(
         self,
-        queue: JobQueue,
-        handler: JobHandler,
+        queue: JobQueue[J, R],
         *,
         prefetch: int = 1,
         concurrency: int = 1,
@@ -98,7 +100,6 @@ class RenderWorker:
         self.stats = WorkerStats()
         self.worker_id = worker_id or default_worker_id()
         self._queue = queue
-        self._handler = handler
         self._prefetch = max(prefetch, concurrency)
         self._concurrency = concurrency
         self._clock = clock
@@ -117,9 +118,11 @@ class RenderWorker:
             raise RuntimeError("this worker is already running")
         self._running = True
         consumer = await self._queue.consumer(prefetch=self._prefetch)
-        stopper = asyncio.create_task(self._stop_when_asked(consumer), name="render-worker-stop")
+        stopper = asyncio.create_task(
+            self._stop_when_asked(consumer), name=f"{self._noun}-worker-stop"
+        )
         servers = [
-            asyncio.create_task(self._serve(consumer), name=f"render-worker-{index}")
+            asyncio.create_task(self._serve(consumer), name=f"{self._noun}-worker-{index}")
             for index in range(self._concurrency)
         ]
         if on_ready is not None:
@@ -136,11 +139,11 @@ class RenderWorker:
             self._running = False
         return self.stats
 
-    async def _stop_when_asked(self, consumer: JobConsumer) -> None:
+    async def _stop_when_asked(self, consumer: JobConsumer[J, R]) -> None:
         await self._stop_requested.wait()
         await consumer.stop()
 
-    async def _serve(self, consumer: JobConsumer) -> None:
+    async def _serve(self, consumer: JobConsumer[J, R]) -> None:
         while not self._stop_requested.is_set():
             try:
                 delivery = await consumer.next()
@@ -159,7 +162,7 @@ class RenderWorker:
             except Exception:
                 log.exception("job %s: unexpected error in the worker", delivery.job.job_id)
 
-    async def _process(self, delivery: Delivery) -> None:
+    async def _process(self, delivery: Delivery[J, R]) -> None:
         job = delivery.job
         started = self._clock()
         if job.deadline <= started:
@@ -169,7 +172,7 @@ class RenderWorker:
             await delivery.dead_letter(ERROR_EXPIRED, detail)
             return
         try:
-            finished = await self._render(delivery, started)
+            finished = await self._run_job(delivery, started)
         except (DeliveryLostError, asyncio.CancelledError):
             raise
         except Exception as err:  # noqa: BLE001 - any failure of the handler is handled there
@@ -184,16 +187,80 @@ class RenderWorker:
             self.stats.abandoned += 1
             outcome = "the requester is gone; stopped rendering"
         log.info(
-            "job %s (turn %s, seq %d, attempt %d): %s in %.2f s",
+            "job %s (%s, attempt %d): %s in %.2f s",
             job.job_id,
-            job.turn_id,
-            job.seq,
+            job.label(),
             delivery.attempt,
             outcome,
             seconds,
         )
 
-    async def _render(self, delivery: Delivery, started: float) -> bool:
+    @property
+    def _noun(self) -> str:
+        return self._queue.kind.noun
+
+    @abc.abstractmethod
+    async def _run_job(self, delivery: Delivery[J, R], started: float) -> bool:
+        """Run the job and publish its results; False if the requester went away.
+
+        Raise to fail the attempt (see the module docstring for what each error leads to).
+        """
+
+    async def _on_failure(self, delivery: Delivery[J, R], err: Exception) -> None:
+        job = delivery.job
+        if isinstance(err, LipcastError) and not err.transient:
+            self.stats.failed += 1
+            log.warning("job %s failed: %s", job.job_id, err)
+            await self._send_failure(delivery, ERROR_FAILED, str(err))
+            await delivery.dead_letter(ERROR_FAILED, str(err))
+            return
+        reason = f"{type(err).__name__}: {err}"
+        if isinstance(err, LipcastError):
+            log.warning("job %s: attempt %d failed: %s", job.job_id, delivery.attempt, err)
+        else:
+            log.error("job %s: attempt %d crashed", job.job_id, delivery.attempt, exc_info=err)
+        if await delivery.retry(reason):
+            self.stats.retried += 1
+            return
+        self.stats.poisoned += 1
+        await self._send_failure(
+            delivery, ERROR_POISON, f"failed on all {delivery.attempt} attempts; last: {reason}"
+        )
+
+    async def _send_failure(self, delivery: Delivery[J, R], reason: str, error: str) -> None:
+        failure = self._queue.kind.result.failure(
+            delivery.job.job_id,
+            part=0,
+            reason=reason,
+            error=error,
+            worker=self.worker_id,
+            attempt=delivery.attempt,
+        )
+        try:
+            await delivery.reply(failure)
+        except DeliveryLostError as err:
+            log.debug("job %s: could not tell the requester: %s", delivery.job.job_id, err)
+
+
+class RenderWorker(JobWorker[RenderJob, RenderResult]):
+    """Consume render jobs from ``queue`` and run ``handler`` on each."""
+
+    def __init__(
+        self,
+        queue: JobQueue,
+        handler: JobHandler,
+        *,
+        prefetch: int = 1,
+        concurrency: int = 1,
+        worker_id: str | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(
+            queue, prefetch=prefetch, concurrency=concurrency, worker_id=worker_id, clock=clock
+        )
+        self._handler = handler
+
+    async def _run_job(self, delivery: Delivery, started: float) -> bool:
         """Run the handler and publish its parts; False if the requester went away."""
         job = delivery.job
         base_timings = {"queue_wait": max(0.0, started - job.created_at)}
@@ -234,40 +301,20 @@ class RenderWorker:
         )
         return await delivery.reply(end)
 
-    async def _on_failure(self, delivery: Delivery, err: Exception) -> None:
-        job = delivery.job
-        if isinstance(err, LipcastError) and not err.transient:
-            self.stats.failed += 1
-            log.warning("job %s failed: %s", job.job_id, err)
-            await self._send_failure(delivery, ERROR_FAILED, str(err))
-            await delivery.dead_letter(ERROR_FAILED, str(err))
-            return
-        reason = f"{type(err).__name__}: {err}"
-        if isinstance(err, LipcastError):
-            log.warning("job %s: attempt %d failed: %s", job.job_id, delivery.attempt, err)
-        else:
-            log.error("job %s: attempt %d crashed", job.job_id, delivery.attempt, exc_info=err)
-        if await delivery.retry(reason):
-            self.stats.retried += 1
-            return
-        self.stats.poisoned += 1
-        await self._send_failure(
-            delivery, ERROR_POISON, f"failed on all {delivery.attempt} attempts; last: {reason}"
-        )
 
-    async def _send_failure(self, delivery: Delivery, reason: str, error: str) -> None:
-        failure = RenderResult.failure(
-            delivery.job.job_id,
-            part=0,
-            reason=reason,
-            error=error,
-            worker=self.worker_id,
-            attempt=delivery.attempt,
-        )
-        try:
-            await delivery.reply(failure)
-        except DeliveryLostError as err:
-            log.debug("job %s: could not tell the requester: %s", delivery.job.job_id, err)
+async def serve_until_signalled(
+    worker: JobWorker[J, R], *, on_ready: Callable[[], None] | None = None
+) -> WorkerStats:
+    """Run ``worker`` until SIGTERM or SIGINT, then finish the jobs in progress and return."""
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGTERM, signal.SIGINT)
+    for signum in signals:
+        loop.add_signal_handler(signum, worker.stop)
+    try:
+        return await worker.run(on_ready=on_ready)
+    finally:
+        for signum in signals:
+            loop.remove_signal_handler(signum)
 
 
 async def serve(
@@ -279,19 +326,11 @@ async def serve(
     worker_id: str | None = None,
     on_ready: Callable[[], None] | None = None,
 ) -> WorkerStats:
-    """Run a worker until SIGTERM or SIGINT, then finish the jobs in progress and return."""
+    """Run a render worker until SIGTERM or SIGINT, then finish the jobs in progress."""
     worker = RenderWorker(
         queue, handler, prefetch=prefetch, concurrency=concurrency, worker_id=worker_id
     )
-    loop = asyncio.get_running_loop()
-    signals = (signal.SIGTERM, signal.SIGINT)
-    for signum in signals:
-        loop.add_signal_handler(signum, worker.stop)
-    try:
-        return await worker.run(on_ready=on_ready)
-    finally:
-        for signum in signals:
-            loop.remove_signal_handler(signum)
+    return await serve_until_signalled(worker, on_ready=on_ready)
 
 
 # -- stand-in handlers: the transport without rendering (tests, `lipcast bench queue`) -----

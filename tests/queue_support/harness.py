@@ -26,7 +26,7 @@ import pytest
 from aio_pika.abc import AbstractIncomingMessage
 from yarl import URL
 
-from pipeline.jobs.queue import JobQueue, QueueOptions
+from pipeline.jobs.queue import JobKind, JobQueue, QueueOptions
 from pipeline.jobs.queue.memory import MemoryJobQueue
 from pipeline.jobs.queue.rabbitmq import RabbitJobQueue
 from pipeline.jobs.wire import DEAD_DETAIL_HEADER, DEAD_REASON_HEADER, Envelope, RenderJob
@@ -130,18 +130,18 @@ class Transport:
 
     backend: str
     options: QueueOptions
-    requester: JobQueue
-    worker_queue: JobQueue
+    requester: JobQueue[Any, Any]
+    worker_queue: JobQueue[Any, Any]
     _dead: list[DeadRecord] = field(default_factory=list)
     _dead_changed: asyncio.Event = field(default_factory=asyncio.Event)
-    _extra: list[JobQueue] = field(default_factory=list)
+    _extra: list[JobQueue[Any, Any]] = field(default_factory=list)
     _raw: aio_pika.abc.AbstractConnection | None = None
 
-    async def another_worker_queue(self) -> JobQueue:
+    async def another_worker_queue(self) -> JobQueue[Any, Any]:
         """A further worker's queue (its own connection on RabbitMQ)."""
         if self.backend == "memory":
             return self.requester
-        queue = RabbitJobQueue(self.options)
+        queue = RabbitJobQueue(self.options, self.requester.kind)
         await queue.start()
         self._extra.append(queue)
         return queue
@@ -216,9 +216,14 @@ class Transport:
 
 @contextlib.asynccontextmanager
 async def open_transport(
-    backend: str, *, url: str | None = None, **overrides: Any
+    backend: str,
+    *,
+    url: str | None = None,
+    kind: JobKind[Any, Any] | None = None,
+    **overrides: Any,
 ) -> AsyncIterator[Transport]:
-    """Both ends of ``backend`` with a fresh queue name; options overridden by keyword."""
+    """Both ends of ``backend`` with a fresh queue name, carrying ``kind`` (render jobs by
+    default); options overridden by keyword."""
     options = QueueOptions(
         url=url or AMQP_URL,
         name=f"lipcast.test.{uuid.uuid4().hex[:12]}",
@@ -229,14 +234,18 @@ async def open_transport(
     )
     options = replace(options, **overrides)
     if backend == "memory":
-        memory = MemoryJobQueue(options)
+        memory: MemoryJobQueue[Any, Any] = MemoryJobQueue(options, kind)
         yield Transport(backend=backend, options=options, requester=memory, worker_queue=memory)
         await memory.close()
         return
     require_broker()
     raw = await aio_pika.connect(options.url)
-    requester = RabbitJobQueue(replace(options, connection_name="lipcast tests requester"))
-    worker_queue = RabbitJobQueue(replace(options, connection_name="lipcast tests worker"))
+    requester: RabbitJobQueue[Any, Any] = RabbitJobQueue(
+        replace(options, connection_name="lipcast tests requester"), kind
+    )
+    worker_queue: RabbitJobQueue[Any, Any] = RabbitJobQueue(
+        replace(options, connection_name="lipcast tests worker"), kind
+    )
     transport = Transport(
         backend=backend,
         options=options,

@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+from typing import overload
+
 from pipeline.backends import BackendSpec, load_backend
 from pipeline.jobs.queue.base import (
+    RENDER_JOBS,
+    TRANSCRIBE_JOBS,
     Delivery,
     DeliveryLostError,
+    J,
     JobConsumer,
     JobExpiredError,
     JobFailedError,
+    JobKind,
     JobQueue,
     QueueError,
     QueueFullError,
     QueueOptions,
     QueueUnavailableError,
+    R,
     ResultStream,
     ResultTimeoutError,
 )
@@ -32,20 +39,34 @@ QUEUE_BACKENDS: dict[str, BackendSpec] = {
 }
 
 
-def open_job_queue(backend: str, options: QueueOptions) -> JobQueue:
-    """The job queue named ``backend``, not yet started (``await queue.start()``)."""
+@overload
+def open_job_queue(backend: str, options: QueueOptions) -> JobQueue: ...
+
+
+@overload
+def open_job_queue(backend: str, options: QueueOptions, kind: JobKind[J, R]) -> JobQueue[J, R]: ...
+
+
+def open_job_queue(
+    backend: str, options: QueueOptions, kind: JobKind[J, R] | None = None
+) -> JobQueue[J, R] | JobQueue:
+    """The job queue named ``backend`` for ``kind`` (render jobs by default), not yet started
+    (``await queue.start()``)."""
     cls = load_backend("queue", backend, QUEUE_BACKENDS)
-    queue: JobQueue = cls(options)
+    queue: JobQueue[J, R] = cls(options, kind)
     return queue
 
 
 __all__ = [
     "QUEUE_BACKENDS",
+    "RENDER_JOBS",
+    "TRANSCRIBE_JOBS",
     "Delivery",
     "DeliveryLostError",
     "JobConsumer",
     "JobExpiredError",
     "JobFailedError",
+    "JobKind",
     "JobQueue",
     "QueueError",
     "QueueFullError",

@@ -12,6 +12,11 @@ interface holds for either:
   (at most ``max_attempts`` in all, then the job is dead-lettered as poison), or
   ``dead_letter`` with a reason.
 
+Kinds of job: a queue carries one :class:`JobKind`, render jobs (:data:`RENDER_JOBS`, the
+default) or transcribe jobs (:data:`TRANSCRIBE_JOBS`, on their own work queue, by convention
+``<[queue] name>.stt``); everything above holds for both. A transcribe job's result is a
+single part.
+
 Semantics are at-least-once: a job may be rendered twice (a worker dies after publishing and
 before acknowledging), and the :class:`ResultStream` hides the duplicate parts.
 """
@@ -25,12 +30,40 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import ClassVar, Self
+from typing import ClassVar, Generic, Self, cast
+
+from typing_extensions import TypeVar
 
 from pipeline.errors import LipcastError
-from pipeline.jobs.wire import ERROR_EXPIRED, RenderJob, RenderResult
+from pipeline.jobs.wire import (
+    ERROR_EXPIRED,
+    Job,
+    JobResult,
+    RenderJob,
+    RenderResult,
+    TranscribeJob,
+    TranscribeResult,
+)
 
 log = logging.getLogger(__name__)
+
+J = TypeVar("J", bound=Job, default=RenderJob)
+R = TypeVar("R", bound=JobResult, default=RenderResult)
+
+
+@dataclass(frozen=True)
+class JobKind(Generic[J, R]):
+    """Which messages a queue carries: its job and result types, and a noun for messages."""
+
+    job: type[J]
+    result: type[R]
+    noun: str  # "render", "transcribe": "the render queue is full"
+
+
+RENDER_JOBS: JobKind[RenderJob, RenderResult] = JobKind(RenderJob, RenderResult, "render")
+TRANSCRIBE_JOBS: JobKind[TranscribeJob, TranscribeResult] = JobKind(
+    TranscribeJob, TranscribeResult, "transcribe"
+)
 
 
 class QueueError(LipcastError):
@@ -124,7 +157,7 @@ def requeue_priority(priority: int, max_priority: int) -> int:
     return max(0, min(priority + REQUEUE_PRIORITY_BUMP, max_priority, 9))
 
 
-class ResultStream:
+class ResultStream(Generic[J, R]):
     """The results of one submitted job: an async iterator of parts, in part order.
 
     Iteration ends after the part marked ``last``. A part carrying an error raises
@@ -136,10 +169,10 @@ class ResultStream:
 
     def __init__(
         self,
-        job: RenderJob,
+        job: J,
         *,
         timeout_s: float,
-        on_close: Callable[[ResultStream], None] | None = None,
+        on_close: Callable[[ResultStream[J, R]], None] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.job = job
@@ -147,7 +180,7 @@ class ResultStream:
         self._timeout_s = timeout_s
         self._on_close = on_close
         self._clock = clock
-        self._parts: dict[int, RenderResult] = {}
+        self._parts: dict[int, R] = {}
         self._next = 0
         self._finished = False
         self._have_last = False
@@ -175,7 +208,7 @@ class ResultStream:
 
     # -- the backend's side -------------------------------------------------------------
 
-    def deliver(self, result: RenderResult) -> None:
+    def deliver(self, result: R) -> None:
         """Take one arriving part (any order, possibly twice).
 
         An error part ends the stream whatever its number: a job retried after a crash may
@@ -199,10 +232,10 @@ class ResultStream:
 
     # -- the requester's side -----------------------------------------------------------
 
-    def __aiter__(self) -> AsyncIterator[RenderResult]:
+    def __aiter__(self) -> AsyncIterator[R]:
         return self
 
-    async def __anext__(self) -> RenderResult:
+    async def __anext__(self) -> R:
         while True:
             if self._finished:
                 raise StopAsyncIteration
@@ -238,13 +271,13 @@ class ResultStream:
                 f"{self._timeout_s:g} s (result_timeout_s)"
             ) from None
 
-    def _error_for(self, result: RenderResult) -> JobFailedError:
+    def _error_for(self, result: R) -> JobFailedError:
         message = f"job {self.job_id} failed: {result.error}"
         if result.error_reason == ERROR_EXPIRED:
             return JobExpiredError(message, job_id=self.job_id)
         return JobFailedError(message, job_id=self.job_id, reason=result.error_reason or "failed")
 
-    async def collect(self) -> list[RenderResult]:
+    async def collect(self) -> list[R]:
         """All parts, in order (raises as iteration does)."""
         return [part async for part in self]
 
@@ -261,14 +294,14 @@ class ResultStream:
             self._on_close(self)
 
 
-class Delivery(abc.ABC):
+class Delivery(abc.ABC, Generic[J, R]):
     """One job handed to a worker; settle it exactly once (ack, retry or dead_letter)."""
 
-    job: RenderJob
+    job: J
     attempt: int  # 1 for the first delivery
 
     @abc.abstractmethod
-    async def reply(self, result: RenderResult) -> bool:
+    async def reply(self, result: R) -> bool:
         """Send one result part to the requester; False when the requester is gone.
 
         Returns once the part is handed to the transport (confirmed by the broker). Raises
@@ -292,11 +325,11 @@ class Delivery(abc.ABC):
         """Move the job to the dead-letter queue with ``reason`` (one of ERROR_REASONS)."""
 
 
-class JobConsumer(abc.ABC):
+class JobConsumer(abc.ABC, Generic[J, R]):
     """A worker's view of the work queue."""
 
     @abc.abstractmethod
-    async def next(self) -> Delivery | None:
+    async def next(self) -> Delivery[J, R] | None:
         """The next valid job; None once :meth:`stop` was called.
 
         Invalid messages never reach the caller: they are dead-lettered here with the reason,
@@ -308,18 +341,20 @@ class JobConsumer(abc.ABC):
         """Take no more jobs; jobs received but not yet handed out go back to the queue."""
 
 
-class JobQueue(abc.ABC):
-    """Submit render jobs and read their results; or, as a worker, consume them."""
+class JobQueue(abc.ABC, Generic[J, R]):
+    """Submit jobs of one kind and read their results; or, as a worker, consume them."""
 
     name: ClassVar[str]
 
-    def __init__(self, options: QueueOptions) -> None:
+    def __init__(self, options: QueueOptions, kind: JobKind[J, R] | None = None) -> None:
         self.options = options
+        # render jobs unless told otherwise: J and R default to RenderJob and RenderResult
+        self.kind: JobKind[J, R] = kind or cast(JobKind[J, R], RENDER_JOBS)
 
-    async def start(self) -> None:  # noqa: B027 - the memory backend has nothing to start
+    async def start(self) -> None:
         """Connect and declare what the backend needs; idempotent."""
 
-    async def close(self) -> None:  # noqa: B027 - the memory backend holds nothing
+    async def close(self) -> None:
         """Release connections; results still awaited fail."""
 
     async def __aenter__(self) -> Self:
@@ -335,7 +370,7 @@ class JobQueue(abc.ABC):
         await self.close()
 
     @abc.abstractmethod
-    async def submit(self, job: RenderJob) -> ResultStream:
+    async def submit(self, job: J) -> ResultStream[J, R]:
         """Queue ``job`` and return the stream its results arrive on.
 
         Raises :class:`QueueFullError` at once when the queue is full,
@@ -347,11 +382,11 @@ class JobQueue(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def consumer(self, *, prefetch: int = 1) -> JobConsumer:
+    async def consumer(self, *, prefetch: int = 1) -> JobConsumer[J, R]:
         """Start consuming jobs, holding at most ``prefetch`` unsettled ones."""
 
 
-def check_not_expired(job: RenderJob, now: float) -> None:
+def check_not_expired(job: Job, now: float) -> None:
     """Refuse a job whose deadline has passed before it was even queued."""
     if job.deadline <= now:
         raise JobExpiredError(

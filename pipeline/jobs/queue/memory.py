@@ -17,11 +17,14 @@ from dataclasses import dataclass, field
 
 from pipeline.jobs.queue.base import (
     Delivery,
+    J,
     JobConsumer,
+    JobKind,
     JobQueue,
     QueueFullError,
     QueueOptions,
     QueueUnavailableError,
+    R,
     ResultStream,
     check_not_expired,
     requeue_priority,
@@ -30,8 +33,6 @@ from pipeline.jobs.wire import (
     ERROR_INVALID,
     ERROR_POISON,
     Envelope,
-    RenderJob,
-    RenderResult,
     WireError,
     decode,
     encode,
@@ -57,34 +58,38 @@ class _Queued:
     attempt: int = 1
 
 
-class MemoryJobQueue(JobQueue):
+class MemoryJobQueue(JobQueue[J, R]):
     """An in-process priority queue with the broker backend's semantics."""
 
     name = "memory"
 
-    def __init__(self, options: QueueOptions | None = None) -> None:
-        super().__init__(options or QueueOptions())
+    def __init__(
+        self, options: QueueOptions | None = None, kind: JobKind[J, R] | None = None
+    ) -> None:
+        super().__init__(options or QueueOptions(), kind)
         # the newest dead letters, bounded like the broker's dead-letter queue
         self.dead_letters: deque[DeadLetter] = deque(maxlen=self.options.dead_letter_max_length)
         self._ready: list[tuple[int, int, _Queued]] = []  # (-priority, arrival, job)
         self._arrival = itertools.count()
-        self._streams: dict[str, ResultStream] = {}
+        self._streams: dict[str, ResultStream[J, R]] = {}
         self._changed = asyncio.Event()
 
     def __len__(self) -> int:
         """Jobs waiting for a worker."""
         return len(self._ready)
 
-    async def submit(self, job: RenderJob) -> ResultStream:
+    async def submit(self, job: J) -> ResultStream[J, R]:
         check_not_expired(job, time.time())
         if len(self._ready) >= self.options.max_length:
             raise QueueFullError(
-                f"the render queue is full ({self.options.max_length} jobs waiting); "
+                f"the {self.kind.noun} queue is full ({self.options.max_length} jobs waiting); "
                 "try again in a moment"
             )
         if job.job_id in self._streams:
             raise ValueError(f"job {job.job_id} is already in flight")
-        stream = ResultStream(job, timeout_s=self.options.result_timeout_s, on_close=self._forget)
+        stream: ResultStream[J, R] = ResultStream(
+            job, timeout_s=self.options.result_timeout_s, on_close=self._forget
+        )
         self._streams[job.job_id] = stream
         self._push(_Queued(envelope=encode(job)), job.priority)
         return stream
@@ -93,7 +98,7 @@ class MemoryJobQueue(JobQueue):
         """Queue a raw wire message as another process might send it (tests use this)."""
         self._push(_Queued(envelope=envelope), priority)
 
-    async def consumer(self, *, prefetch: int = 1) -> JobConsumer:
+    async def consumer(self, *, prefetch: int = 1) -> JobConsumer[J, R]:
         return _MemoryConsumer(self)
 
     async def close(self) -> None:
@@ -112,16 +117,16 @@ class MemoryJobQueue(JobQueue):
             return None
         return heapq.heappop(self._ready)[2]
 
-    def _forget(self, stream: ResultStream) -> None:
+    def _forget(self, stream: ResultStream[J, R]) -> None:
         if self._streams.get(stream.job_id) is stream:
             del self._streams[stream.job_id]
 
-    def _route_reply(self, result: RenderResult) -> bool:
+    def _route_reply(self, result: R) -> bool:
         stream = self._streams.get(result.job_id)
         if stream is None:
             return False
         # Results go through the wire format too, so both backends validate the same way.
-        stream.deliver(decode(encode(result), RenderResult))
+        stream.deliver(decode(encode(result), self.kind.result))
         return True
 
     def _dead_letter(self, envelope: Envelope, reason: str, detail: str) -> None:
@@ -139,25 +144,27 @@ class MemoryJobQueue(JobQueue):
             stopping.cancel()
 
 
-class _MemoryConsumer(JobConsumer):
-    def __init__(self, queue: MemoryJobQueue) -> None:
+class _MemoryConsumer(JobConsumer[J, R]):
+    def __init__(self, queue: MemoryJobQueue[J, R]) -> None:
         self._queue = queue
         self._stopped = asyncio.Event()
 
-    async def next(self) -> Delivery | None:
+    async def next(self) -> Delivery[J, R] | None:
         while not self._stopped.is_set():
             queued = self._queue._pop()
             if queued is None:
                 await self._queue._wait_for_jobs(self._stopped)
                 continue
             try:
-                job = decode(queued.envelope, RenderJob)
+                job = decode(queued.envelope, self._queue.kind.job)
             except WireError as err:
                 self._queue._dead_letter(queued.envelope, ERROR_INVALID, str(err))
                 job_id = queued.envelope.headers.get("job_id")
                 if isinstance(job_id, str) and valid_id(job_id):
                     self._queue._route_reply(
-                        RenderResult.failure(job_id, part=0, reason=ERROR_INVALID, error=str(err))
+                        self._queue.kind.result.failure(
+                            job_id, part=0, reason=ERROR_INVALID, error=str(err)
+                        )
                     )
                 continue
             return _MemoryDelivery(self._queue, queued, job)
@@ -167,8 +174,8 @@ class _MemoryConsumer(JobConsumer):
         self._stopped.set()
 
 
-class _MemoryDelivery(Delivery):
-    def __init__(self, queue: MemoryJobQueue, queued: _Queued, job: RenderJob) -> None:
+class _MemoryDelivery(Delivery[J, R]):
+    def __init__(self, queue: MemoryJobQueue[J, R], queued: _Queued, job: J) -> None:
         self._queue = queue
         self._queued = queued
         self.job = job
@@ -180,7 +187,7 @@ class _MemoryDelivery(Delivery):
             raise RuntimeError(f"job {self.job.job_id} was already settled")
         self._settled = True
 
-    async def reply(self, result: RenderResult) -> bool:
+    async def reply(self, result: R) -> bool:
         await asyncio.sleep(0)  # a transport hands over control; so does this one
         return self._queue._route_reply(result)
 

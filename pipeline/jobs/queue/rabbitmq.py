@@ -91,13 +91,16 @@ from pipeline.errors import ConfigError
 from pipeline.jobs.queue.base import (
     Delivery,
     DeliveryLostError,
+    J,
     JobConsumer,
     JobExpiredError,
     JobFailedError,
+    JobKind,
     JobQueue,
     QueueFullError,
     QueueOptions,
     QueueUnavailableError,
+    R,
     ResultStream,
     check_not_expired,
     requeue_priority,
@@ -112,8 +115,7 @@ from pipeline.jobs.wire import (
     ERROR_INVALID,
     ERROR_POISON,
     Envelope,
-    RenderJob,
-    RenderResult,
+    Job,
     WireError,
     decode,
     encode,
@@ -224,13 +226,15 @@ def _copy(
     return aio_pika.Message(message.body, headers=headers, **properties)
 
 
-class RabbitJobQueue(JobQueue):
+class RabbitJobQueue(JobQueue[J, R]):
     """Jobs through a shared RabbitMQ work queue, results by direct reply-to."""
 
     name = "rabbitmq"
 
-    def __init__(self, options: QueueOptions | None = None) -> None:
-        super().__init__(options or QueueOptions())
+    def __init__(
+        self, options: QueueOptions | None = None, kind: JobKind[J, R] | None = None
+    ) -> None:
+        super().__init__(options or QueueOptions(), kind)
         self._connection: AbstractRobustConnection | None = None
         self._closing = False
         self._lost_at: float | None = None  # when the connection dropped; None while up
@@ -247,8 +251,8 @@ class RabbitJobQueue(JobQueue):
         self._token = ""  # this generation's part of every ticket
         self._published: dict[str, int] = {}  # job id -> generation it was last published in
         self._tickets: dict[str, str] = {}  # job id -> ticket bound in this generation
-        self._streams: dict[str, ResultStream] = {}
-        self._consumers: list[_RabbitConsumer] = []
+        self._streams: dict[str, ResultStream[J, R]] = {}
+        self._consumers: list[_RabbitConsumer[J, R]] = []
         self._tasks: set[asyncio.Task[None]] = set()
 
     # -- connection and topology ---------------------------------------------------------
@@ -419,13 +423,15 @@ class RabbitJobQueue(JobQueue):
 
     # -- requester -----------------------------------------------------------------------
 
-    async def submit(self, job: RenderJob) -> ResultStream:
+    async def submit(self, job: J) -> ResultStream[J, R]:
         check_not_expired(job, time.time())
         await self.start()
         await self._ensure_requester()
         if job.job_id in self._streams:
             raise ValueError(f"job {job.job_id} is already in flight")
-        stream = ResultStream(job, timeout_s=self.options.result_timeout_s, on_close=self._forget)
+        stream: ResultStream[J, R] = ResultStream(
+            job, timeout_s=self.options.result_timeout_s, on_close=self._forget
+        )
         self._streams[job.job_id] = stream
         try:
             await self._publish_job(stream)
@@ -434,7 +440,7 @@ class RabbitJobQueue(JobQueue):
             raise
         return stream
 
-    def _forget(self, stream: ResultStream) -> None:
+    def _forget(self, stream: ResultStream[J, R]) -> None:
         if self._streams.get(stream.job_id) is stream:
             del self._streams[stream.job_id]
             self._published.pop(stream.job_id, None)
@@ -524,7 +530,7 @@ class RabbitJobQueue(JobQueue):
             except Exception as err:  # noqa: BLE001 - each job's fate goes to its stream
                 stream.fail(err)
 
-    async def _publish_job(self, stream: ResultStream, *, again: bool = False) -> None:
+    async def _publish_job(self, stream: ResultStream[J, R], *, again: bool = False) -> None:
         """Publish ``stream.job`` once per reply-consumer generation, with a fresh ticket."""
         job = stream.job
         timeout = self.options.connect_timeout_s
@@ -587,8 +593,8 @@ class RabbitJobQueue(JobQueue):
         except aiormq.exceptions.DeliveryError as err:
             self._published.pop(job.job_id, None)
             raise QueueFullError(
-                f"the render queue {self.options.name!r} is full ({self.options.max_length} "
-                "jobs waiting); try again in a moment"
+                f"the {self.kind.noun} queue {self.options.name!r} is full "
+                f"({self.options.max_length} jobs waiting); try again in a moment"
             ) from err
         except _LINK_ERRORS as err:
             # The reopen callback publishes every unfinished job again.
@@ -624,7 +630,7 @@ class RabbitJobQueue(JobQueue):
             content_type=properties.content_type or "",
         )
         try:
-            result = decode(envelope, RenderResult)
+            result = decode(envelope, self.kind.result)
             if result.job_id != stream.job_id:
                 raise WireError(
                     "malformed", f"result for job {result.job_id} sent as {stream.job_id}"
@@ -646,11 +652,11 @@ class RabbitJobQueue(JobQueue):
 
     # -- worker --------------------------------------------------------------------------
 
-    async def consumer(self, *, prefetch: int = 1) -> JobConsumer:
+    async def consumer(self, *, prefetch: int = 1) -> JobConsumer[J, R]:
         await self.start()
         connection = self._connection_or_fail()
 
-        async def open_consumer() -> _RabbitConsumer:
+        async def open_consumer() -> _RabbitConsumer[J, R]:
             channel = await connection.channel()
             try:
                 await channel.set_qos(prefetch_count=prefetch)
@@ -676,11 +682,12 @@ class _Topology:
     awaiting: AbstractExchange
 
 
-class _RabbitConsumer(JobConsumer):
+class _RabbitConsumer(JobConsumer[J, R]):
     def __init__(
-        self, owner: RabbitJobQueue, channel: AbstractRobustChannel, topology: _Topology
+        self, owner: RabbitJobQueue[J, R], channel: AbstractRobustChannel, topology: _Topology
     ) -> None:
         self.options = owner.options
+        self.kind = owner.kind
         self._channel = channel
         self._work_queue = topology.work_queue
         self._dead_exchange = topology.dead_exchange
@@ -700,7 +707,7 @@ class _RabbitConsumer(JobConsumer):
         else:
             self._inbox.put_nowait(message)
 
-    async def next(self) -> Delivery | None:
+    async def next(self) -> Delivery[J, R] | None:
         while not self._stopped.is_set():
             getter = asyncio.ensure_future(self._inbox.get())
             stopping = asyncio.ensure_future(self._stopped.wait())
@@ -754,18 +761,18 @@ class _RabbitConsumer(JobConsumer):
             return False
         return True
 
-    async def _admit(self, message: AbstractIncomingMessage) -> Delivery | None:
+    async def _admit(self, message: AbstractIncomingMessage) -> Delivery[J, R] | None:
         """Validate and count a delivery; settle it here unless a worker should run it."""
         if not self._alive(message):
             return None  # came on a channel lost since; the broker delivers it again
         envelope = _envelope_of(message)
         try:
-            job = decode(envelope, RenderJob)
+            job = decode(envelope, self.kind.job)
         except WireError as err:
             await self.dead_letter(message, ERROR_INVALID, str(err))
             job_id = envelope.headers.get("job_id")
             if message.reply_to and isinstance(job_id, str) and valid_id(job_id):
-                failure = RenderResult.failure(
+                failure = self.kind.result.failure(
                     job_id, part=0, reason=ERROR_INVALID, error=f"invalid job: {err}"
                 )
                 await self.send_result(message, failure)
@@ -776,11 +783,10 @@ class _RabbitConsumer(JobConsumer):
         if isinstance(ticket, str) and not await self._awaited(ticket):
             self.unawaited += 1
             log.info(
-                "job %s (turn %s, seq %d): nobody awaits it any more (answered, or queued again "
+                "job %s (%s): nobody awaits it any more (answered, or queued again "
                 "by its requester after a reconnect); dropped unrendered",
                 job.job_id,
-                job.turn_id,
-                job.seq,
+                job.label(),
             )
             await self.settle(message)
             return None
@@ -797,7 +803,7 @@ class _RabbitConsumer(JobConsumer):
                 await self.dead_letter(message, ERROR_POISON, detail)
                 await self.send_result(
                     message,
-                    RenderResult.failure(job.job_id, part=0, reason=ERROR_POISON, error=detail),
+                    self.kind.result.failure(job.job_id, part=0, reason=ERROR_POISON, error=detail),
                 )
                 return None
             wait_s = SUSPECT_WAIT_S if done >= SUSPECT_AFTER_DEATHS else 0.0
@@ -806,11 +812,10 @@ class _RabbitConsumer(JobConsumer):
             else:
                 outcome = f"attempt {done + 1} next, ahead of new work"
             log.warning(
-                "job %s (turn %s, seq %d) redelivered: the worker holding it on attempt %d of "
+                "job %s (%s) redelivered: the worker holding it on attempt %d of "
                 "%d died or lost its connection; %s",
                 job.job_id,
-                job.turn_id,
-                job.seq,
+                job.label(),
                 done,
                 self.options.max_attempts,
                 outcome,
@@ -834,7 +839,7 @@ class _RabbitConsumer(JobConsumer):
             raise DeliveryLostError(describe_drop(err)) from err
         return isinstance(confirmation, Basic.Ack)
 
-    async def send_result(self, message: AbstractIncomingMessage, result: RenderResult) -> bool:
+    async def send_result(self, message: AbstractIncomingMessage, result: R) -> bool:
         """Publish one result part to the job's requester; False if there is none any more."""
         if not message.reply_to:
             return False
@@ -876,7 +881,7 @@ class _RabbitConsumer(JobConsumer):
     async def requeue(
         self,
         message: AbstractIncomingMessage,
-        job: RenderJob | None,
+        job: Job | None,
         *,
         attempt: int,
         wait_s: float = 0.0,
@@ -954,12 +959,12 @@ class _RabbitConsumer(JobConsumer):
         await self.settle(message)
 
 
-class _RabbitDelivery(Delivery):
+class _RabbitDelivery(Delivery[J, R]):
     def __init__(
         self,
-        consumer: _RabbitConsumer,
+        consumer: _RabbitConsumer[J, R],
         message: AbstractIncomingMessage,
-        job: RenderJob,
+        job: J,
         attempt: int,
     ) -> None:
         self._consumer = consumer
@@ -967,7 +972,7 @@ class _RabbitDelivery(Delivery):
         self.job = job
         self.attempt = attempt
 
-    async def reply(self, result: RenderResult) -> bool:
+    async def reply(self, result: R) -> bool:
         return await self._consumer.send_result(self._message, result)
 
     async def ack(self) -> None:
