@@ -102,12 +102,22 @@ class FasterWhisperSettings(_Section):
     threads: int = Field(default=0, ge=0, le=64)  # CPU threads; 0: CTranslate2 decides
 
 
+class QueueSTTSettings(_Section):
+    """``[stt] backend = "queue"``: transcribe on ``lipcast worker --stt`` machines."""
+
+    # what the STT workers run (the adapters' machine only sends the audio)
+    backend: Literal["faster-whisper", "openai"] = "faster-whisper"
+    timeout_s: float = Field(default=15.0, gt=0, le=300)  # longest wait for a transcript
+    priority: int = Field(default=5, ge=0, le=9)  # 9 is served first
+
+
 class STTSettings(_Section):
     """Speech-to-text for Discord voice channels and voice messages."""
 
-    backend: Literal["faster-whisper", "openai"] = "faster-whisper"
+    backend: Literal["faster-whisper", "openai", "queue"] = "faster-whisper"
     faster_whisper: FasterWhisperSettings = FasterWhisperSettings()
     openai: OpenAISTTSettings = OpenAISTTSettings()
+    queue: QueueSTTSettings = QueueSTTSettings()
 
 
 class VoiceSettings(_Section):

@@ -34,8 +34,9 @@ from pipeline.conversation.safety import (
 )
 from pipeline.conversation.turns import ClipSink, Conversation, ConversationOptions
 from pipeline.errors import ConfigError, MissingDependencyError
-from pipeline.jobs.queue import JobQueue, QueueOptions, open_job_queue
+from pipeline.jobs.queue import TRANSCRIBE_JOBS, JobQueue, QueueOptions, open_job_queue
 from pipeline.jobs.render import RENDERERS, ClipRenderer, RenderJobHandler
+from pipeline.jobs.wire import TranscribeJob, TranscribeResult
 from pipeline.routing import Route
 from pipeline.services.llm import LLM, LLM_BACKENDS
 from pipeline.services.stt import STT, STT_BACKENDS
@@ -64,11 +65,22 @@ def build_tts(settings: Settings, secrets: Secrets) -> TTS:
     return tts
 
 
-def build_stt(settings: Settings, secrets: Secrets) -> STT:
-    """The speech-to-text backend named by ``[stt] backend``, configured from its section."""
-    name = settings.stt.backend
+def build_stt(settings: Settings, secrets: Secrets, *, backend: str | None = None) -> STT:
+    """The speech-to-text backend named by ``[stt] backend`` (or ``backend``), configured from
+    its section."""
+    name = backend or settings.stt.backend
     cls = load_backend("STT", name, STT_BACKENDS)
     options: dict[str, Any] = getattr(settings.stt, name.replace("-", "_")).model_dump()
+    if name == "queue":
+        if settings.queue.backend != "rabbitmq":
+            raise ConfigError(
+                f'[stt] backend = "queue" sends speech to `lipcast worker --stt` machines '
+                f'through RabbitMQ, but [queue] backend = "{settings.queue.backend}". Set '
+                '[queue] backend = "rabbitmq", or [stt] backend = "faster-whisper" to '
+                "transcribe on this machine"
+            )
+        del options["backend"]  # what the workers run
+        options["queue"] = build_stt_queue(settings, secrets, connection_name="lipcast stt")
     if name == "openai":
         key = secrets.openai_api_key
         options["api_key"] = key.get_secret_value() if key else None
@@ -200,6 +212,21 @@ def job_queue_options(
         connect_timeout_s=queue.connect_timeout_s,
         connection_name=connection_name,
     )
+
+
+def stt_queue_name(settings: Settings) -> str:
+    """The work queue transcribe jobs travel on: ``<[queue] name>.stt``."""
+    return f"{settings.queue.name}.stt"
+
+
+def build_stt_queue(
+    settings: Settings, secrets: Secrets, *, connection_name: str, name: str | None = None
+) -> JobQueue[TranscribeJob, TranscribeResult]:
+    """The job queue for transcribe jobs (``[queue] backend``), not yet started."""
+    options = job_queue_options(
+        settings, secrets, connection_name=connection_name, name=name or stt_queue_name(settings)
+    )
+    return open_job_queue(settings.queue.backend, options, TRANSCRIBE_JOBS)
 
 
 def build_job_queue(

@@ -19,6 +19,12 @@ STT_BACKENDS: dict[str, BackendSpec] = {
         package="openai",
         description="OpenAI (or a compatible server, e.g. a local whisper server) transcriptions",
     ),
+    "queue": BackendSpec(
+        target="pipeline.services.stt.queue:QueueSTT",
+        requires=("aio_pika",),
+        package="aio-pika",
+        description="on `lipcast worker --stt` machines, through the job queue (RabbitMQ)",
+    ),
 }
 
 __all__ = ["STT", "STT_BACKENDS", "Transcript"]
