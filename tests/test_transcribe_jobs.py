@@ -6,14 +6,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
+import aio_pika
 import pytest
 
-from lipcast.config import Secrets, Settings
+from lipcast.config import Secrets, Settings, load_secrets, load_settings
 from lipcast.wiring import build_stt, stt_queue_name
 from pipeline.audio import AudioChunk, write_wav
 from pipeline.errors import BackendError, ConfigError
@@ -32,7 +38,13 @@ from pipeline.services.stt import STT, Transcript
 from pipeline.services.stt.faster_whisper import FasterWhisperSTT
 from pipeline.services.stt.queue import QueueSTT
 from pipeline.speech.wer import word_error_rate
-from tests.queue_support.harness import BACKENDS, Transport, open_transport
+from tests.queue_support.harness import (
+    BACKENDS,
+    ROOT,
+    Transport,
+    open_transport,
+    require_broker,
+)
 from tests.voice_support import SENTENCES, speak
 
 
@@ -219,3 +231,80 @@ def test_the_queue_backend_needs_rabbitmq_and_uses_its_own_work_queue() -> None:
     assert isinstance(stt, QueueSTT)
     assert stt_queue_name(shared) == "studio.stt"
     assert "'studio.stt' on rabbitmq" in repr(stt)
+
+
+def doctor_checks(settings: Settings) -> dict[str, Any]:
+    from lipcast.cli import Context
+    from lipcast.commands import doctor
+
+    context = Context(settings=settings, secrets=Secrets(), config_path=None)
+    return {check.topic: check for check in doctor.checks(context)}
+
+
+def test_doctor_says_where_queued_speech_goes() -> None:
+    memory = Settings.model_validate({"stt": {"backend": "queue"}})
+    found = doctor_checks(memory)
+    assert '[queue] backend = "rabbitmq"' in found["stt.queue"].detail
+    shared = Settings.model_validate(
+        {"stt": {"backend": "queue"}, "queue": {"backend": "rabbitmq", "name": "studio"}}
+    )
+    found = doctor_checks(shared)
+    assert found["stt.queue"].status == "ok"
+    assert "studio.stt" in found["stt.queue"].detail
+    assert "lipcast worker --stt" in found["stt.queue"].detail
+
+
+async def test_lipcast_worker_stt_transcribes_for_a_queue_requester(tmp_path: Path) -> None:
+    """The commands a streamer runs: one bot.toml, `lipcast worker --stt` on the GPU machine,
+    the adapters' process with [stt] backend = "queue"."""
+    url = require_broker()
+    name = f"lipcast.test.{uuid.uuid4().hex[:12]}"
+    config = tmp_path / "bot.toml"
+    config.write_text(
+        f'[queue]\nbackend = "rabbitmq"\nname = "{name}"\n\n'
+        '[stt]\nbackend = "queue"\n\n[stt.queue]\nbackend = "faster-whisper"\ntimeout_s = 60.0\n'
+    )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "lipcast",
+        "-c",
+        str(config),
+        "worker",
+        "--stt",
+        stderr=subprocess.PIPE,
+        cwd=tmp_path,
+        env={**os.environ, "LIPCAST_AMQP_URL": url, "PYTHONPATH": ROOT},
+    )
+    seen: list[str] = []
+    stt: STT | None = None
+    try:
+        assert process.stderr is not None
+        async with asyncio.timeout(60):
+            while not any("transcribing with faster-whisper" in line for line in seen):
+                raw = await process.stderr.readline()
+                assert raw, f"the worker ended before it was ready: {seen}"
+                seen.append(raw.decode().rstrip())
+        assert f"'{name}.stt'" in seen[-1]
+        settings = load_settings(config)
+        stt = build_stt(settings, load_secrets(None))
+        transcript = await stt.transcribe(await speak(SENTENCES[5]), language="en")
+        assert word_error_rate([(SENTENCES[5], transcript.text)]) <= 0.2, transcript
+        process.send_signal(signal.SIGTERM)
+        rest = await asyncio.wait_for(process.stderr.read(), 30)
+        seen.extend(rest.decode().splitlines())
+        assert await asyncio.wait_for(process.wait(), 30) == 0
+        assert "jobs: 1 done" in seen[-1], seen
+    finally:
+        if stt is not None:
+            await stt.aclose()
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        async with await aio_pika.connect(url) as connection:
+            channel = await connection.channel()
+            stt_queue = f"{name}.stt"
+            for queue in (stt_queue, f"{stt_queue}.dead", f"{stt_queue}.suspect"):
+                await channel.queue_delete(queue)
+            for exchange in (f"{stt_queue}.dead-letter", f"{stt_queue}.awaiting"):
+                await channel.exchange_delete(exchange)

@@ -195,6 +195,8 @@ def _voice(settings: Settings) -> list[Check]:
         )
     else:
         found.append(Check("ok", f"stt.{settings.stt.backend}", spec.description + " (selected)"))
+    if settings.stt.backend == "queue":
+        found.append(_stt_queue(settings, needed))
     if importlib.util.find_spec("discord") is None:
         found.append(
             Check(
@@ -210,6 +212,24 @@ def _voice(settings: Settings) -> list[Check]:
         status = "ok" if line.ok and not line.warning else ("warn" if line.ok else "FAIL")
         found.append(Check(status if needed or status == "ok" else "info", "voice", line.detail))
     return found
+
+
+def _stt_queue(settings: Settings, needed: bool) -> Check:
+    """``[stt] backend = "queue"``: where the speech goes, and whether it can get there."""
+    queue = settings.stt.queue
+    if settings.queue.backend != "rabbitmq":
+        return Check(
+            "FAIL" if needed else "info",
+            "stt.queue",
+            '[stt] backend = "queue" needs [queue] backend = "rabbitmq" (and `lipcast worker '
+            "--stt` on a machine that has [stt.queue] backend installed)",
+        )
+    return Check(
+        "ok",
+        "stt.queue",
+        f"transcribe jobs go to {settings.queue.name}.stt; run `lipcast worker --stt` on a "
+        f"machine with {queue.backend} (answer within {queue.timeout_s:g} s)",
+    )
 
 
 def _llm(settings: Settings, secrets: Secrets) -> Check:
