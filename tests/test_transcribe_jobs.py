@@ -29,6 +29,7 @@ from pipeline.jobs.wire import (
     ERROR_EXPIRED,
     ERROR_FAILED,
     ERROR_INVALID,
+    ERROR_POISON,
     TranscribeJob,
     TranscribeResult,
     encode,
@@ -68,8 +69,8 @@ def whisper() -> FasterWhisperSTT:
 
 
 @contextlib.asynccontextmanager
-async def transcribe_transport(backend: str) -> AsyncIterator[Transport]:
-    async with open_transport(backend, kind=TRANSCRIBE_JOBS) as transport:
+async def transcribe_transport(backend: str, **overrides: Any) -> AsyncIterator[Transport]:
+    async with open_transport(backend, kind=TRANSCRIBE_JOBS, **overrides) as transport:
         yield transport
 
 
@@ -184,6 +185,49 @@ async def test_audio_that_is_not_a_wav_fails_the_job_and_the_worker_goes_on(
     assert failed.value.reason == ERROR_FAILED
     assert dead[0].reason == ERROR_FAILED and dead[0].job_id == stream.job_id
     assert "hear me" in after.text.lower()
+
+
+class FlakySTT(CountingSTT):
+    """Crashes on its first ``crashes`` transcriptions (a GPU hiccup), then transcribes."""
+
+    def __init__(self, inner: STT, *, crashes: int) -> None:
+        super().__init__(inner)
+        self.crashes = crashes
+
+    async def transcribe(self, audio: AudioChunk, *, language: str | None = None) -> Transcript:
+        if self.calls < self.crashes:
+            self.calls += 1
+            raise RuntimeError("simulated CUDA error")
+        return await super().transcribe(audio, language=language)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_a_crashed_attempt_is_tried_again_and_the_words_still_come_back(
+    backend: str, whisper: FasterWhisperSTT
+) -> None:
+    stt = FlakySTT(whisper, crashes=1)
+    async with transcribe_transport(backend) as t:
+        requester = QueueSTT(queue=t.requester, timeout_s=30.0)
+        worker = TranscribeWorker(t.worker_queue, stt)
+        async with serving(worker):
+            transcript = await requester.transcribe(await speak(SENTENCES[1]), language="en")
+    assert word_error_rate([(SENTENCES[1], transcript.text)]) <= 0.2, transcript
+    assert stt.calls == 2 and worker.stats.retried == 1 and worker.stats.done == 1
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_speech_that_crashes_every_attempt_is_dead_lettered_as_poison(
+    backend: str, whisper: FasterWhisperSTT
+) -> None:
+    stt = FlakySTT(whisper, crashes=99)
+    async with transcribe_transport(backend, max_attempts=2) as t:
+        requester = QueueSTT(queue=t.requester, timeout_s=30.0)
+        async with serving(TranscribeWorker(t.worker_queue, stt)):
+            with pytest.raises(BackendError, match="poison"):
+                await requester.transcribe(await speak("Hello."))
+            dead = await t.dead_letters()
+    assert stt.calls == 2
+    assert dead[0].reason == ERROR_POISON and "simulated CUDA error" in dead[0].detail
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
