@@ -269,6 +269,10 @@ def innocent_sentences() -> list[str]:
     return [
         # near misses in English: the Scunthorpe problem and friends
         "The class assistant passed the bass to Cassie.",
+        # viewer names with a number, then a sentence: "30. He" is "thirty he", no "hoe"
+        "Welcome back, Ninja30. Here we go again!",
+        "Good point, gamer30. Honestly, I agree with you.",
+        "Thanks for the raid, Wolf03. Hello to everyone joining!",
         "I assume the assessment is due on Tuesday.",
         "We drove through Scunthorpe on the way to Middlesbrough.",
         "Bananas and phones are on the shopping list.",
@@ -494,7 +498,7 @@ async def run_suite(guard: SafetyGuard, persona: Any) -> SuiteResult:
             asked = f"case {index}"
             request = Utterance(platform="redteam", channel="main", user="ada", text=asked)
             await conversation.respond(request, asked)
-            if recorder.spoken[before:] != [sentence]:
+            if " ".join(recorder.spoken[before:]) != sentence:  # every sentence of it, whole
                 result.false_positives += 1
                 result.false_positive_cases.append(sentence)
     finally:

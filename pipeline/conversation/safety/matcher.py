@@ -302,6 +302,12 @@ class PhraseMatcher:
             return not self._allowed_word(word, phrase, backwards)
         if phrase.words > 1 and aligned:
             return True
+        # A word that lends the match only the number at its edge ("Ninja30. He ...") is a
+        # name with a number, heard as "thirty", not letters: no "hoe" in "30 He".
+        for index, at_end in ((first_word, not backwards), (last_word, backwards)):
+            lent = stream.last[index] - start if index == first_word else end - stream.first[index]
+            if 0 < lent <= _edge_digits(items[index].folded, at_end=at_end):
+                return False
         touched = items[first_word : last_word + 1]
         return not all(
             self._lexicon.real(word.plain) or self._lexicon.real(word.bare) for word in touched
@@ -332,3 +338,12 @@ class PhraseMatcher:
                 return True
             at = plain.find(target, at + 1)
         return False
+
+
+def _edge_digits(folded: str, *, at_end: bool) -> int:
+    """How many digits a word that also has letters ends (or starts) with: 2 for "ninja30"
+    at its end; 0 for a word of letters, and for a number alone (read as leetspeak)."""
+    core = "".join(char for char in folded if char.isalnum())
+    edge = core[::-1] if at_end else core
+    digits = len(edge) - len(edge.lstrip("0123456789"))
+    return digits if digits < len(core) else 0
