@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -172,7 +173,7 @@ async def test_a_reply_rendered_in_parts_moves_and_blinks_as_one_take() -> None:
     )
     assert len(first) == cut and len(first) + len(second) == len(whole)
     # the head's position carries on: the join is as small a step as any other
-    steps = [np.abs(a.astype(int) - b.astype(int)).mean() for a, b in zip(whole, whole[1:])]
+    steps = [np.abs(a.astype(int) - b.astype(int)).mean() for a, b in itertools.pairwise(whole)]
     join = np.abs(first[-1].astype(int) - second[0].astype(int)).mean()
     assert join <= max(steps)
     for a, b in zip(second[5:], whole[cut + 5 :], strict=False):
