@@ -427,3 +427,58 @@ def test_onnx_on_cuda_is_refused_in_bot_toml() -> None:
         parse_settings(
             {"render": {"wav2lip": {"runtime": "onnx", "device": "cuda"}}}, source="bot.toml"
         )
+
+
+# -- lipcast bench wav2lip --------------------------------------------------------------------
+
+
+def test_bench_wav2lip_measures_every_backend_and_batch_in_one_run() -> None:
+    import argparse
+
+    from lipcast.benchmarks import wav2lip as bench
+    from lipcast.cli import Context
+    from lipcast.config import Secrets
+
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    args = parser.parse_args(
+        ["--batches", "2,1", "--frames", "2", "--repeat", "1", "--text", "Hi!"]
+    )
+    settings = parse_settings({"render": {"size": 256}}, source="bot.toml")
+    figures = bench.run(args, Context(settings=settings, secrets=Secrets(), config_path=None))
+    assert figures["weights"].startswith("random")
+    runs = figures["runs"]
+    names = ("torch_eager", "torch_cached", "onnxruntime")
+    expected = {(name, "cpu", batch) for name in names for batch in (1, 2)}
+    assert {(r["backend"], r["device"], r["batch"]) for r in runs} >= expected
+    for run in runs:
+        assert set(run) >= {
+            "backend",
+            "device",
+            "batch",
+            "generator_fps",
+            "renderer_fps",
+            "ratio_to_torch_eager",
+        }
+        assert run["generator_fps"] > 0 and run["renderer_fps"] > 0
+        if run["backend"] == "torch_eager":
+            assert run["ratio_to_torch_eager"] == 1.0
+    assert figures["best_onnxruntime_renderer_fps"] == max(
+        r["renderer_fps"] for r in runs if r["backend"] == "onnxruntime"
+    )
+
+
+def test_bench_wav2lip_refuses_bad_batch_sizes() -> None:
+    import argparse
+
+    from lipcast.benchmarks import wav2lip as bench
+    from lipcast.cli import Context
+    from lipcast.config import Secrets
+    from pipeline.errors import InputError
+
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    context = Context(settings=parse_settings({}, source="x"), secrets=Secrets(), config_path=None)
+    for bad in ("0,8", "eight", ""):
+        with pytest.raises(InputError, match="--batches"):
+            bench.run(parser.parse_args(["--batches", bad]), context)
