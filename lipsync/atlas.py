@@ -32,11 +32,12 @@ from lipsync.sprite import (
     BLINK_INTERVAL_S,
     NOD_PX,
     OPENNESS_LEVELS,
+    SWAY_PERIODS_S,
     SWAY_PX,
     SpriteRenderer,
     _erase_mouth,
 )
-from lipsync.timeline import SWAY_PERIODS_S, VISEME_ORDER
+from lipsync.timeline import VISEME_ORDER
 
 ATLAS_VERSION = 1
 GUTTER = 4  # transparent pixels between layers: a rotated draw samples a little beyond its rect

@@ -140,6 +140,9 @@ MAX_OPENING: dict[Viseme, float] = {
 ATTACK = 0.75  # share of the distance to the target covered per frame when opening
 RELEASE = 0.55  # ... when closing: a little slower, as jaws are
 CLOSED_BELOW = 0.04  # an opening this small is drawn as a closed mouth
+# The most the mouth may be open in a clip's last frames, the very last first: TTS audio ends
+# 10-30 ms after the last sound, so a clip would otherwise end, and rest, with an open mouth.
+CLOSING = (0.0, 0.3, 0.65)
 
 
 def mouth_track(samples: FloatArray, sample_rate: int, fps: int) -> list[MouthFrame]:
@@ -148,7 +151,7 @@ def mouth_track(samples: FloatArray, sample_rate: int, fps: int) -> list[MouthFr
     Opening follows loudness with a fast attack and a slightly slower release. A new mouth
     shape must be heard for two frames in a row before it replaces the current one (no
     single-frame flicker), except when the mouth opens from closed. When the audio falls
-    silent the mouth keeps its shape while it closes.
+    silent the mouth keeps its shape while it closes. The track ends with the mouth closed.
     """
     features = analyse(samples, sample_rate, fps)
     track: list[MouthFrame] = []
@@ -172,4 +175,13 @@ def mouth_track(samples: FloatArray, sample_rate: int, fps: int) -> list[MouthFr
             track.append(MouthFrame(viseme=Viseme.CLOSED, openness=0.0))
         else:
             track.append(MouthFrame(viseme=shape, openness=opening))
+    for back, most in enumerate(CLOSING, start=1):
+        if back > len(track):
+            break
+        last = track[-back]
+        if last.openness > most:
+            closing = most >= CLOSED_BELOW
+            track[-back] = MouthFrame(
+                viseme=last.viseme if closing else Viseme.CLOSED, openness=most if closing else 0.0
+            )
     return track

@@ -2,10 +2,12 @@
 
 Over the persona's avatar it draws a mouth that follows the audio (five visemes chosen from the
 audio's loudness and spectrum, see :mod:`lipsync.audio_features`), blinks at natural, varied
-intervals and moves the head slightly, as a person on camera does. Everything expensive —
-fitting the avatar to the output size, erasing a photo's own mouth, drawing every mouth and
-eyelid sprite — happens once per avatar and is cached; a frame is a copy, two or three small
-blends and one affine warp.
+intervals and moves slightly, as a person on camera does: a slow sway, and a dip of the head as
+the jaw opens. Everything expensive — fitting the avatar to the output size, erasing a photo's
+own mouth, drawing every mouth and eyelid sprite, and the avatar at each of the sixteen
+quarter-pixel offsets the motion can take — happens once per avatar and is cached. A frame is
+then one copy of the right offset's picture and two or three small blends: no frame resamples
+the whole picture, and the encoder sees the same picture moved, which it codes cheaply.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import numpy.typing as npt
 from lipsync.audio_features import MouthFrame, Viseme, mouth_track
 from lipsync.avatar import RGB, Avatar, FaceGeometry, fit_avatar, hex_to_rgb
 from lipsync.cache import PreparedCache
-from lipsync.mouth import SHAPES, Patch, draw_eyelid, draw_mouth, paste
+from lipsync.mouth import SHAPES, Patch, draw_eyelid, draw_mouth
 from lipsync.renderer import Frame
 
 OPENNESS_LEVELS = 12  # mouth sprites drawn per viseme
@@ -29,7 +31,8 @@ BLINK_CLOSURE = (0.55, 1.0, 1.0, 0.45)  # eyelid per frame of a blink (at 25 fps
 BLINK_INTERVAL_S = (2.2, 5.5)  # seconds between blinks, drawn at random
 SWAY_PX = 1.6  # idle motion amplitude, as pixels at a 512-pixel frame
 NOD_PX = 2.0  # how far the head dips as the jaw opens
-TILT_DEG = 0.6
+SWAY_PERIODS_S = (3.7, 2.9)  # sideways and up-down sway: never in step
+STEPS = 4  # positions per pixel the picture moves by: quarter-pixel steps look continuous
 CACHE_SIZE = 8
 
 
@@ -41,7 +44,8 @@ class PreparedAvatar:
     geometry: FaceGeometry  # in output-frame pixels
     mouths: dict[tuple[Viseme, int], Patch]
     eyelids: dict[float, Patch]
-    pivot: tuple[float, float]  # the neck: the head moves around it
+    margin: int  # pixels of border around each shifted picture, more than the motion's reach
+    shifted: dict[tuple[int, int], Frame]  # (x, y) in steps of 1/STEPS px -> base with border
 
 
 class SpriteRenderer:
@@ -79,32 +83,77 @@ class SpriteRenderer:
             yield self._frame(prepared, mouth, blinks.get(index, 0.0), start_frame + index)
 
     def _frame(self, prepared: PreparedAvatar, mouth: MouthFrame, lid: float, n: int) -> Frame:
-        import cv2
-
-        frame = prepared.base.copy()
+        dx, dy = motion(n, self.fps, self.size, mouth.openness)
+        # the nearest quarter-pixel position: whole pixels by slicing, the rest by picking
+        # the picture drawn at that fraction of a pixel
+        qx, qy = round(dx * STEPS), round(dy * STEPS)
+        (whole_x, part_x), (whole_y, part_y) = divmod(qx, STEPS), divmod(qy, STEPS)
+        m = prepared.margin
+        source = prepared.shifted[(part_x, part_y)]
+        top, left = m - whole_y, m - whole_x
+        frame = source[top : top + self.size, left : left + self.size].copy()
+        offset = (qx / STEPS, qy / STEPS)
         level = min(OPENNESS_LEVELS - 1, round(mouth.openness * (OPENNESS_LEVELS - 1)))
-        paste(frame, prepared.mouths[(mouth.viseme, level)], prepared.geometry.mouth)
+        paste_at(frame, prepared.mouths[(mouth.viseme, level)], prepared.geometry.mouth, offset)
         if lid > 0:
             patch = prepared.eyelids[lid]
             for eye in prepared.geometry.eyes:
-                paste(frame, patch, eye)
-        t = n / self.fps
-        scale = self.size / 512
-        dx = SWAY_PX * scale * math.sin(2 * math.pi * t / 3.7)
-        dy = SWAY_PX * scale * 0.7 * math.sin(2 * math.pi * t / 2.9 + 1.0)
-        dy += NOD_PX * scale * mouth.openness
-        angle = TILT_DEG * math.sin(2 * math.pi * t / 5.3 + 0.5)
-        matrix = cv2.getRotationMatrix2D(prepared.pivot, angle, 1.0)
-        matrix[0, 2] += dx
-        matrix[1, 2] += dy
-        warped = cv2.warpAffine(
-            frame,
-            matrix,
-            (self.size, self.size),
-            flags=cv2.INTER_LINEAR,
-            borderMode=cv2.BORDER_REPLICATE,
+                paste_at(frame, patch, eye, offset)
+        return frame
+
+
+def motion(n: int, fps: int, size: int, openness: float) -> tuple[float, float]:
+    """How far the persona has moved, ``(dx, dy)`` in pixels, in absolute frame ``n``.
+
+    A slow sway that depends only on the absolute time, so clips rendered one after another
+    move as one take, and a dip as the jaw opens.
+    """
+    t = n / fps
+    scale = size / 512
+    sideways, updown = SWAY_PERIODS_S
+    dx = SWAY_PX * scale * math.sin(2 * math.pi * t / sideways)
+    dy = SWAY_PX * scale * 0.7 * math.sin(2 * math.pi * t / updown + 1.0)
+    dy += NOD_PX * scale * openness
+    return dx, dy
+
+
+def paste_at(
+    frame: Frame, patch: Patch, centre: tuple[float, float], offset: tuple[float, float]
+) -> None:
+    """Blend ``patch`` centred at ``centre`` moved by ``offset``, to the fraction of a pixel."""
+    import cv2
+
+    height, width = patch.shape[:2]
+    left = centre[0] + offset[0] - width / 2
+    top = centre[1] + offset[1] - height / 2
+    x0, y0 = math.floor(left), math.floor(top)
+    fx, fy = left - x0, top - y0
+    if fx or fy:
+        # a premultiplied patch interpolates correctly; one more pixel holds the moved edge
+        matrix = np.array([[1.0, 0.0, fx], [0.0, 1.0, fy]], np.float32)
+        patch = np.asarray(
+            cv2.warpAffine(
+                patch,
+                matrix,
+                (width + 1, height + 1),
+                flags=cv2.INTER_LINEAR,
+                borderMode=cv2.BORDER_CONSTANT,
+                borderValue=(0.0, 0.0, 0.0, 0.0),
+            ),
+            np.float32,
         )
-        return np.asarray(warped, dtype=np.uint8)
+        height, width = height + 1, width + 1
+    fx0, fy0 = max(0, x0), max(0, y0)
+    fx1, fy1 = min(frame.shape[1], x0 + width), min(frame.shape[0], y0 + height)
+    if fx1 <= fx0 or fy1 <= fy0:
+        return
+    part = patch[fy0 - y0 : fy1 - y0, fx0 - x0 : fx1 - x0]
+    target = frame[fy0:fy1, fx0:fx1]
+    # colour * 255 + frame * (1 - alpha), rounded: never above 255, so no clipping is needed
+    blended = target.astype(np.float32)
+    blended *= 1.0 - part[..., 3:4]
+    blended += part[..., :3] * 255.0 + 0.5
+    np.copyto(target, blended, casting="unsafe")
 
 
 def _blink_schedule(start: int, count: int, fps: int, *, seed: str) -> dict[int, float]:
@@ -139,9 +188,35 @@ def _prepare(avatar: Avatar, size: int, background: RGB) -> PreparedAvatar:
     eyelids = {
         closure: draw_eyelid(geometry.eye_size, closure, skin) for closure in set(BLINK_CLOSURE)
     }
-    eyes_y = (geometry.eyes[0][1] + geometry.eyes[1][1]) / 2
-    pivot = (geometry.mouth[0], min(size - 1.0, geometry.mouth[1] + (geometry.mouth[1] - eyes_y)))
-    return PreparedAvatar(base=base, geometry=geometry, mouths=mouths, eyelids=eyelids, pivot=pivot)
+    margin = math.ceil((SWAY_PX + NOD_PX) * size / 512) + 2
+    return PreparedAvatar(
+        base=base,
+        geometry=geometry,
+        mouths=mouths,
+        eyelids=eyelids,
+        margin=margin,
+        shifted=_shifted(base, margin),
+    )
+
+
+def _shifted(base: Frame, margin: int) -> dict[tuple[int, int], Frame]:
+    """``base`` with ``margin`` pixels of its edges repeated around it, moved right and down
+    by each fraction ``(i / STEPS, j / STEPS)`` of a pixel."""
+    import cv2
+
+    height, width = base.shape[:2]
+    size = (width + 2 * margin, height + 2 * margin)
+    shifted: dict[tuple[int, int], Frame] = {}
+    for i in range(STEPS):
+        for j in range(STEPS):
+            matrix = np.array([[1.0, 0.0, margin + i / STEPS], [0.0, 1.0, margin + j / STEPS]])
+            shifted[(i, j)] = np.asarray(
+                cv2.warpAffine(
+                    base, matrix, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+                ),
+                np.uint8,
+            )
+    return shifted
 
 
 def _erase_mouth(base: Frame, geometry: FaceGeometry) -> Frame:

@@ -18,7 +18,6 @@ validated by :func:`Timeline.from_json`.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,12 +26,10 @@ import numpy.typing as npt
 
 from lipsync.audio_features import MouthFrame, Viseme, mouth_track
 from lipsync.errors import LipsyncError
-from lipsync.sprite import NOD_PX, OPENNESS_LEVELS, SWAY_PX, _blink_schedule
+from lipsync.sprite import OPENNESS_LEVELS, _blink_schedule, motion
 
 TIMELINE_CONTENT_TYPE = "application/vnd.lipcast.timeline+json"
 TIMELINE_VERSION = 1
-
-SWAY_PERIODS_S = (3.7, 2.9)  # the sprite's sideways and up-down sway: never in step
 
 VISEME_ORDER: tuple[Viseme, ...] = tuple(Viseme)
 _MAX_FRAMES = 25 * 600  # ten minutes at 25 fps: longer than any sentence clip
@@ -50,12 +47,7 @@ def mouth_level(openness: float) -> int:
 def head_pose(frame: int, fps: int, size: int, openness: float) -> tuple[float, float]:
     """How far the persona has moved, ``(dx, dy)`` pixels of a ``size`` frame, in absolute
     frame ``frame``: the sprite's slow sway, and the dip of the head as the jaw opens."""
-    t = frame / fps
-    scale = size / 512
-    sideways, updown = SWAY_PERIODS_S
-    dx = SWAY_PX * scale * math.sin(2 * math.pi * t / sideways)
-    dy = SWAY_PX * scale * 0.7 * math.sin(2 * math.pi * t / updown + 1.0)
-    return dx, dy + NOD_PX * scale * openness
+    return motion(frame, fps, size, openness)
 
 
 def blink_schedule(start: int, count: int, fps: int, *, seed: str) -> dict[int, float]:

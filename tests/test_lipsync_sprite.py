@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -133,3 +134,47 @@ def test_silence_keeps_the_mouth_closed() -> None:
     track = mouth_track(np.zeros(22050, np.float32), 22050, FPS)
     assert len(track) == FPS
     assert all(frame.viseme is Viseme.CLOSED and frame.openness == 0 for frame in track)
+
+
+async def test_a_clip_ends_with_the_mouth_closed() -> None:
+    avatar = _avatar("cohost")
+    tts = EspeakTTS()
+    spoken = concat([c async for c in tts.synthesize("Thanks for watching!", Voice(language="en"))])
+    await tts.aclose()
+    # cut the audio 20 ms after its last sound, as TTS backends do
+    loud = np.nonzero(np.abs(spoken.samples) > 0.01)[0]
+    samples = spoken.samples[: loud[-1] + int(0.02 * spoken.sample_rate)]
+    track = mouth_track(samples, spoken.sample_rate, FPS)
+    assert track[-1].viseme is Viseme.CLOSED and track[-1].openness == 0.0
+    assert track[-2].openness <= 0.3 and max(frame.openness for frame in track) > 0.5
+    renderer = SpriteRenderer(fps=FPS, size=512)
+    frames = list(renderer.render(samples, spoken.sample_rate, avatar))
+    silent = list(renderer.render(np.zeros(2205, np.float32), 22050, avatar))
+    geometry = avatar.geometry
+    closed = mouth_gap(silent[0], geometry.mouth, geometry.mouth_width)
+    assert mouth_gap(frames[-1], geometry.mouth, geometry.mouth_width) <= closed + 1.5
+
+
+async def test_a_reply_rendered_in_parts_moves_and_blinks_as_one_take() -> None:
+    avatar = _avatar("teacher")
+    audio = await speech_with_pauses()
+    renderer = SpriteRenderer(fps=FPS, size=256)
+    whole = list(renderer.render(audio.samples, audio.sample_rate, avatar, start_frame=500))
+    # split in the first pause, as between sentences, on a frame boundary
+    cut = round(PAUSE_S / 2 * FPS)
+    cut_sample = cut * audio.sample_rate // FPS
+    first = list(
+        renderer.render(audio.samples[:cut_sample], audio.sample_rate, avatar, start_frame=500)
+    )
+    second = list(
+        renderer.render(
+            audio.samples[cut_sample:], audio.sample_rate, avatar, start_frame=500 + cut
+        )
+    )
+    assert len(first) == cut and len(first) + len(second) == len(whole)
+    # the head's position carries on: the join is as small a step as any other
+    steps = [np.abs(a.astype(int) - b.astype(int)).mean() for a, b in itertools.pairwise(whole)]
+    join = np.abs(first[-1].astype(int) - second[0].astype(int)).mean()
+    assert join <= max(steps)
+    for a, b in zip(second[5:], whole[cut + 5 :], strict=False):
+        assert np.array_equal(a, b)  # past the new clip's first mouth frames, the very same

@@ -230,7 +230,8 @@ async def test_blocked_phrases_in_every_disguise_never_reach_tts(stub: OpenAIStu
             before = len(p.handler.spoken)
             request = f"please say innocent {number}"
             report = await conversation.respond(say(request), request)
-            if p.handler.spoken[before:] != [sentence]:
+            # a first sentence may be spoken as its first clause and the rest
+            if " ".join(p.handler.spoken[before:]) != sentence:
                 figures["innocent_blocked"] += 1
     print("\non-air safety figures:", json.dumps(figures, indent=2))
     assert figures["reached_tts"] == 0

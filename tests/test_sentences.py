@@ -241,3 +241,26 @@ def test_say_text_loses_its_escapes_whole() -> None:
     from pipeline.conversation.text import check_speakable
 
     assert check_speakable("\x1b[31mHello\x1b[0m chat", max_chars=100) == "Hello chat"
+
+
+def test_the_first_clause_is_released_with_the_token_after_its_comma() -> None:
+    # It used to wait until the text passed first_soft_max_chars (seven tokens, 0.23 s at 30
+    # tokens a second) before cutting at the comma that had long arrived.
+    text = "Hey Ada, welcome back to the stream, it is great to see you in chat again tonight."
+    tokens = tokenize(text)
+    splitter = SentenceSplitter(min_chars=12, soft_max_chars=160, first_soft_max_chars=60)
+    received = ""
+    for index, token in enumerate(tokens):
+        received += token
+        released = splitter.feed(token)
+        if released:
+            assert [s.text for s in released] == ["Hey Ada, welcome back to the stream,"]
+            assert received[: released[0].end].endswith("stream,")
+            assert "".join(tokens[:index]).endswith("stream,"), "released one token later"
+            break
+    else:
+        pytest.fail("the first clause was not released while the text streamed")
+    # later sentences are not cut at their commas
+    rest = [s.text for token in tokens[index + 1 :] for s in splitter.feed(token)]
+    rest += [s.text for s in splitter.feed(" Then, we play.") + splitter.flush()]
+    assert rest == ["it is great to see you in chat again tonight.", "Then, we play."]

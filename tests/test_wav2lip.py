@@ -11,6 +11,8 @@ from __future__ import annotations
 import importlib.util
 import math
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -198,12 +200,106 @@ def test_checkpoint_with_other_keys_is_refused_with_the_fix(tmp_path: Path) -> N
     assert "1 keys unexpected" in message and "wav2lip_gan.pth" in message
 
 
-def test_unreadable_or_absent_checkpoint_is_refused(tmp_path: Path) -> None:
-    (tmp_path / "broken.pth").write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint"):
-        load_model(tmp_path / "broken.pth")
-    with pytest.raises(CheckpointError, match="no such Wav2Lip checkpoint"):
+def _garbage(kind: str, folder: Path, checkpoint: Path) -> Path:
+    path = folder / "wav2lip_gan.pth"
+    if kind == "text":
+        path.write_text("wav2lip_gan.pth: see the README for the download link\n")
+    elif kind == "csv":
+        path.write_text("key,shape\naudio_encoder.0.conv_block.0.weight,32x1x3x3\n")
+    elif kind == "html":
+        path.write_text(
+            "<!DOCTYPE html><html><head><title>wav2lip_gan.pth - OneDrive</title></head>"
+            "<body><a href='/download'>Download</a></body></html>"
+        )
+    elif kind == "random":
+        path.write_bytes(np.random.default_rng(7).bytes(4096))
+    elif kind == "truncated":
+        path.write_bytes(checkpoint.read_bytes()[: checkpoint.stat().st_size // 2])
+    elif kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "latin1":
+        path.write_bytes("clé: wav2lip\n".encode("latin-1") * 40)
+    elif kind == "folder":
+        path.mkdir()
+    return path
+
+
+GARBAGE = {
+    "text": "a text file",
+    "csv": "a text file",
+    "html": "a web page",
+    "random": "not a PyTorch checkpoint",
+    "truncated": "zip archive",
+    "empty": "empty",
+    "latin1": "not a PyTorch checkpoint",
+    "folder": "a folder",
+}
+
+
+@pytest.mark.parametrize("kind", list(GARBAGE))
+def test_any_file_that_is_not_a_checkpoint_is_one_clear_error(
+    tmp_path: Path, checkpoint: Path, kind: str
+) -> None:
+    path = _garbage(kind, tmp_path, checkpoint)
+    with pytest.raises(CheckpointError) as caught:
+        load_model(path)
+    message = str(caught.value)
+    assert "\n" not in message and str(path) in message
+    assert GARBAGE[kind] in message and "github.com/Rudrabha/Wav2Lip" in message
+
+
+def test_an_absent_checkpoint_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="no such file"):
         load_model(tmp_path / "absent.pth")
+
+
+def test_a_checkpoint_holding_no_state_dict_is_refused(tmp_path: Path) -> None:
+    torch.save([1, 2, 3], tmp_path / "list.pth")
+    with pytest.raises(CheckpointError, match="holds no state dict"):
+        load_model(tmp_path / "list.pth")
+
+
+def _run_lipcast(*args: str, cwd: Path) -> tuple[int, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI", "LIPCAST"))}
+    result = subprocess.run(
+        [sys.executable, "-m", "lipcast", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=env,
+    )
+    return result.returncode, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("kind", ["html", "random"])
+def test_say_and_doctor_report_a_garbage_checkpoint_in_one_line(
+    tmp_path: Path, checkpoint: Path, kind: str
+) -> None:
+    path = _garbage(kind, tmp_path, checkpoint)
+    (tmp_path / "bot.toml").write_text(
+        f'[render]\nrenderer = "wav2lip"\n\n[render.wav2lip]\ncheckpoint = "{path}"\n'
+    )
+    code, output = _run_lipcast("say", "Hello chat", "-o", "hello.mp4", cwd=tmp_path)
+    assert code != 0 and "Traceback" not in output
+    lines = output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("lipcast: error: "), output
+    assert str(path) in lines[0] and GARBAGE[kind] in lines[0]
+    assert not (tmp_path / "hello.mp4").exists()
+
+    code, output = _run_lipcast("doctor", cwd=tmp_path)
+    assert code == 1 and "Traceback" not in output and "all set" not in output
+    [line] = [line for line in output.splitlines() if line.split()[1:2] == ["wav2lip"]]
+    assert line.startswith("FAIL") and GARBAGE[kind] in line
+
+
+def test_doctor_opens_a_good_checkpoint(tmp_path: Path, checkpoint: Path) -> None:
+    (tmp_path / "bot.toml").write_text(
+        f'[render]\nrenderer = "wav2lip"\n\n[render.wav2lip]\ncheckpoint = "{checkpoint}"\n'
+    )
+    _, output = _run_lipcast("doctor", cwd=tmp_path)
+    [line] = [line for line in output.splitlines() if line.split()[1:2] == ["wav2lip"]]
+    assert line.startswith("ok") and "36.3 M parameters" in line, output
 
 
 # -- the renderer ---------------------------------------------------------------------------
@@ -331,3 +427,58 @@ def test_onnx_on_cuda_is_refused_in_bot_toml() -> None:
         parse_settings(
             {"render": {"wav2lip": {"runtime": "onnx", "device": "cuda"}}}, source="bot.toml"
         )
+
+
+# -- lipcast bench wav2lip --------------------------------------------------------------------
+
+
+def test_bench_wav2lip_measures_every_backend_and_batch_in_one_run() -> None:
+    import argparse
+
+    from lipcast.benchmarks import wav2lip as bench
+    from lipcast.cli import Context
+    from lipcast.config import Secrets
+
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    args = parser.parse_args(
+        ["--batches", "2,1", "--frames", "2", "--repeat", "1", "--text", "Hi!"]
+    )
+    settings = parse_settings({"render": {"size": 256}}, source="bot.toml")
+    figures = bench.run(args, Context(settings=settings, secrets=Secrets(), config_path=None))
+    assert figures["weights"].startswith("random")
+    runs = figures["runs"]
+    names = ("torch_eager", "torch_cached", "onnxruntime")
+    expected = {(name, "cpu", batch) for name in names for batch in (1, 2)}
+    assert {(r["backend"], r["device"], r["batch"]) for r in runs} >= expected
+    for run in runs:
+        assert set(run) >= {
+            "backend",
+            "device",
+            "batch",
+            "generator_fps",
+            "renderer_fps",
+            "ratio_to_torch_eager",
+        }
+        assert run["generator_fps"] > 0 and run["renderer_fps"] > 0
+        if run["backend"] == "torch_eager":
+            assert run["ratio_to_torch_eager"] == 1.0
+    assert figures["best_onnxruntime_renderer_fps"] == max(
+        r["renderer_fps"] for r in runs if r["backend"] == "onnxruntime"
+    )
+
+
+def test_bench_wav2lip_refuses_bad_batch_sizes() -> None:
+    import argparse
+
+    from lipcast.benchmarks import wav2lip as bench
+    from lipcast.cli import Context
+    from lipcast.config import Secrets
+    from pipeline.errors import InputError
+
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    context = Context(settings=parse_settings({}, source="x"), secrets=Secrets(), config_path=None)
+    for bad in ("0,8", "eight", ""):
+        with pytest.raises(InputError, match="--batches"):
+            bench.run(parser.parse_args(["--batches", bad]), context)

@@ -498,7 +498,8 @@ async def run_suite(guard: SafetyGuard, persona: Any) -> SuiteResult:
             asked = f"case {index}"
             request = Utterance(platform="redteam", channel="main", user="ada", text=asked)
             await conversation.respond(request, asked)
-            if " ".join(recorder.spoken[before:]) != sentence:  # every sentence of it, whole
+            # a first sentence may be spoken as its first clause and the rest
+            if " ".join(recorder.spoken[before:]) != sentence:
                 result.false_positives += 1
                 result.false_positive_cases.append(sentence)
     finally:

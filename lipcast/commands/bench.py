@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from lipcast.cli import Context
 
-HELP = "measure speed (render, queue, turn, overlay, safety, voice, chaos) and print JSON"
+HELP = "measure speed (render, queue, turn, overlay, safety, voice, chaos, wav2lip) and print JSON"
 
 BENCHMARKS: dict[str, str] = {
     "render": "lipcast.benchmarks.render",
@@ -26,6 +26,7 @@ BENCHMARKS: dict[str, str] = {
     "safety": "lipcast.benchmarks.safety",
     "voice": "lipcast.benchmarks.voice",
     "chaos": "lipcast.benchmarks.chaos",
+    "wav2lip": "lipcast.benchmarks.wav2lip",
 }
 
 

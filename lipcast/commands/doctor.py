@@ -144,6 +144,9 @@ def checks(context: Context) -> list[Check]:
 
     found.extend(_adapters(settings, secrets))
     found.extend(_voice(settings))
+    wav2lip = _wav2lip(settings)
+    if wav2lip is not None:
+        found.append(wav2lip)
     found.append(_llm(settings, secrets))
     found.append(_broker(settings, secrets))
     found.append(_gpu())
@@ -229,6 +232,36 @@ def _stt_queue(settings: Settings, needed: bool) -> Check:
         "stt.queue",
         f"transcribe jobs go to {settings.queue.name}.stt; run `lipcast worker --stt` on a "
         f"machine with {queue.backend} (answer within {queue.timeout_s:g} s)",
+    )
+
+
+def _wav2lip(settings: Settings) -> Check | None:
+    """Open the wav2lip checkpoint the renderer would use, as it would (None: not in use)."""
+    config = settings.render.wav2lip
+    chosen = settings.render.renderer == "wav2lip"
+    if not chosen and config.checkpoint is None:
+        return None
+    status = "FAIL" if chosen else "warn"
+    if config.checkpoint is None:
+        from lipsync.wav2lip import CHECKPOINT_HELP
+
+        return Check(
+            status, "wav2lip", f"[render.wav2lip] checkpoint is not set; {CHECKPOINT_HELP}"
+        )
+    if importlib.util.find_spec("torch") is None:
+        return Check(status, "wav2lip", 'torch is not installed: pip install "lipcast[wav2lip]"')
+    from lipsync.wav2lip import CheckpointError, load_model
+
+    try:
+        model = load_model(config.checkpoint)
+    except CheckpointError as err:
+        return Check(status, "wav2lip", f"[render.wav2lip] checkpoint: {err}")
+    parameters = sum(p.numel() for p in model.parameters()) / 1e6
+    use = "in use" if chosen else 'not in use: [render] renderer = "sprite"'
+    return Check(
+        "ok" if chosen else "info",
+        "wav2lip",
+        f"{config.checkpoint}: the Wav2Lip generator, {parameters:.1f} M parameters ({use})",
     )
 
 

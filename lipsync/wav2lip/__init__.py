@@ -29,8 +29,7 @@ renderer when it first renders.
 
 from __future__ import annotations
 
-import pickle
-import zipfile
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -51,6 +50,27 @@ class CheckpointError(LipsyncError):
     """A Wav2Lip checkpoint is missing, unreadable or not the Wav2Lip generator."""
 
 
+def _looks_like(path: Path) -> str:
+    """What a file that is not a checkpoint seems to be, from its first bytes."""
+    try:
+        with path.open("rb") as file:
+            head = file.read(1024)
+    except OSError:
+        return "unreadable"
+    if not head:
+        return "the file is empty"
+    if head.startswith(b"PK"):
+        return "a zip archive, truncated or not saved by torch.save: download it again"
+    lower = head.lower()
+    if b"<html" in lower or b"<!doctype html" in lower:
+        return "a web page: the download saved the page, not the file it links to"
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError:
+        return "unrecognised binary data, or a truncated download"
+    return "a text file"
+
+
 def load_model(path: Path, device: str = "cpu") -> Wav2Lip:
     """The Wav2Lip generator with the weights of the checkpoint at ``path``, in eval mode.
 
@@ -62,14 +82,22 @@ def load_model(path: Path, device: str = "cpu") -> Wav2Lip:
 
     from lipsync.wav2lip.model import Wav2Lip
 
+    if not path.is_file():
+        what = "a folder, not a file" if path.is_dir() else "no such file"
+        raise CheckpointError(f"{path}: {what}; {CHECKPOINT_HELP}")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError as err:
-        raise CheckpointError(f"{path}: no such Wav2Lip checkpoint; {CHECKPOINT_HELP}") from err
-    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, OSError) as err:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch warns about pickle protocols of odd files
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except OSError as err:
         raise CheckpointError(
-            f"{path}: not a readable PyTorch checkpoint ({err.__class__.__name__}); "
-            f"the file may be truncated — {CHECKPOINT_HELP}"
+            f"{path}: cannot read the checkpoint: {err.strerror or err}; {CHECKPOINT_HELP}"
+        ) from err
+    except Exception as err:
+        # torch.load on arbitrary bytes raises almost anything: IndexError, KeyError, EOFError,
+        # struct.error, UnicodeDecodeError, RuntimeError, UnpicklingError ...
+        raise CheckpointError(
+            f"{path}: not a PyTorch checkpoint ({_looks_like(path)}); {CHECKPOINT_HELP}"
         ) from err
     state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
     if not isinstance(state, dict) or not all(isinstance(key, str) for key in state):

@@ -10,7 +10,8 @@ the next token (the one that shows what follows); ``!`` and ``?`` likewise.
 Sentences shorter than ``min_chars`` are joined to the next ("Hi! How are you?" is one), and a
 sentence that runs past ``soft_max_chars`` is cut after its last comma, semicolon, colon or
 dash (after its last space past ``hard_max_chars``). The first sentence of a stream may have a
-lower ``first_soft_max_chars``: it is the one the viewer waits for, and a clause is enough.
+lower ``first_soft_max_chars``: it is the one the viewer waits for, and a clause is enough, so
+it also ends at its first such break past half of ``first_soft_max_chars``.
 :func:`speakable` turns what the model wrote into what a voice should say: no markdown, no
 emoji, a link read as its site name.
 """
@@ -191,7 +192,10 @@ class SentenceSplitter:
         out: list[Sentence] = []
         while True:
             end = self._next_boundary(final=final)
-            if end is None or end > self._soft_max():
+            clause = self._first_clause(end)
+            if clause is not None:
+                end = clause
+            elif end is None or end > self._soft_max():
                 cut = self._long_cut(end)
                 if cut is not None:
                     end = cut
@@ -367,6 +371,24 @@ class SentenceSplitter:
     def _soft_max(self) -> int:
         """The first sentence of a stream is cut sooner: it is the one a viewer waits for."""
         return self.first_soft_max_chars if self._released == 0 else self.soft_max_chars
+
+    def _first_clause(self, boundary: int | None) -> int | None:
+        """Where the stream's first sentence ends early, or None: at its first comma,
+        semicolon, colon or dash that has at least half of ``first_soft_max_chars`` before it
+        (and ``min_chars``), as soon as that break arrives.
+
+        Waiting for the text to pass ``first_soft_max_chars`` and then cutting at the last
+        break before it held the first clause back for several tokens (0.23 s at 30 tokens/s)
+        while the viewer waited; the cut is the same however the text is split into tokens.
+        """
+        if self._released or self.first_soft_max_chars >= self.soft_max_chars:
+            return None  # not the first sentence, or the first is not to be cut sooner
+        least = max(self.min_chars, self.first_soft_max_chars // 2)
+        window = self._buf if boundary is None else self._buf[:boundary]
+        for match in _SOFT_BREAK.finditer(window):
+            if len(speakable(window[: match.end()], language=self.language)) >= least:
+                return match.end()
+        return None
 
     def _long_cut(self, boundary: int | None) -> int | None:
         """Where to cut a sentence that runs past ``soft_max_chars`` (before ``boundary``, the
