@@ -265,7 +265,11 @@ def test_ctrl_c_during_a_long_say_exits_130_and_leaves_no_file(tmp_path: Path) -
     process = subprocess.Popen(
         command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-    time.sleep(6)  # past start-up and speech synthesis, into the frames
+    # Into the frames: the clip's partial file appears once encoding has begun.
+    deadline = time.monotonic() + 60
+    while not any(tmp_path.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert process.poll() is None, "the render ended before it could be interrupted"
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
