@@ -15,6 +15,9 @@ from aiohttp import web
 
 ServeApp = Callable[[web.Application], Awaitable[str]]
 
+# The Discord tests' local Discord and stand-in model (tests/discord_fixtures.py).
+pytest_plugins = ["tests.discord_fixtures"]
+
 
 @pytest.fixture
 async def serve_app() -> AsyncIterator[ServeApp]:

@@ -14,7 +14,6 @@ from typing import Any
 import discord
 import numpy as np
 import pytest
-from yarl import URL
 
 from bots.discord.adapter import DiscordAdapter, DiscordOptions, LipcastClient
 from bots.discord.commands import PersonaChoice
@@ -22,7 +21,6 @@ from lipcast.config import RenderSettings, Secrets, Settings
 from lipcast.wiring import build_job_handler, routes_from_settings
 from pipeline.conversation.filters import FilterRules
 from pipeline.sinks.replies import ReplySink
-from tests.conftest import ServeApp
 from tests.conversation_support import running_pipeline
 from tests.discord_support import (
     ADA_ID,
@@ -43,7 +41,7 @@ from tests.discord_support import (
 )
 from tests.media import decode_audio, decode_frames, probe
 from tests.openai_stub import OpenAIStub, last_user_text
-from tests.platform_support import Platform, echo_reply, running_router, stub_llm
+from tests.platform_support import Platform, running_router, stub_llm
 
 MENTION = f"<@{BOT_ID}>"
 PERSONAS = (
@@ -52,35 +50,6 @@ PERSONAS = (
 )
 # The routes lipcast uses when bot.toml has none: each DM and each channel a conversation.
 ROUTES = routes_from_settings(Settings())
-
-
-@pytest.fixture
-async def gateway() -> FakeGateway:
-    return FakeGateway()
-
-
-@pytest.fixture
-async def fake_discord(
-    serve_app: ServeApp, monkeypatch: pytest.MonkeyPatch, gateway: FakeGateway
-) -> FakeDiscord:
-    fake = FakeDiscord()
-    app = fake.app()
-    gateway.add_to(app)
-    base = await serve_app(app)
-    monkeypatch.setattr(discord.http.Route, "BASE", f"{base}/api/v10")
-    ws_base = base.replace("http://", "ws://")
-    monkeypatch.setattr(
-        discord.gateway.DiscordWebSocket, "DEFAULT_GATEWAY", URL(f"{ws_base}/gateway")
-    )
-    return fake
-
-
-@pytest.fixture
-async def model() -> AsyncIterator[OpenAIStub]:
-    stub = OpenAIStub(reply=echo_reply, tokens_per_s=2000)
-    await stub.start()
-    yield stub
-    await stub.close()
 
 
 def render_handler() -> Any:

@@ -7,52 +7,18 @@ import argparse
 import asyncio
 import os
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import discord
 import pytest
 from pydantic import SecretStr
-from yarl import URL
 
 from lipcast.cli import Context
 from lipcast.commands import run as run_command
 from lipcast.config import Secrets, Settings
-from tests.conftest import ServeApp
 from tests.discord_support import BOT_ID, GUILD_ID, TOKEN, FakeDiscord, FakeGateway, message_payload
 from tests.media import probe
 from tests.openai_stub import OpenAIStub
-from tests.platform_support import echo_reply
-
-
-@pytest.fixture
-async def gateway() -> FakeGateway:
-    return FakeGateway()
-
-
-@pytest.fixture
-async def fake_discord(
-    serve_app: ServeApp, monkeypatch: pytest.MonkeyPatch, gateway: FakeGateway
-) -> FakeDiscord:
-    fake = FakeDiscord()
-    app = fake.app()
-    gateway.add_to(app)
-    base = await serve_app(app)
-    monkeypatch.setattr(discord.http.Route, "BASE", f"{base}/api/v10")
-    ws_base = base.replace("http://", "ws://")
-    monkeypatch.setattr(
-        discord.gateway.DiscordWebSocket, "DEFAULT_GATEWAY", URL(f"{ws_base}/gateway")
-    )
-    return fake
-
-
-@pytest.fixture
-async def model() -> AsyncIterator[OpenAIStub]:
-    stub = OpenAIStub(reply=echo_reply, tokens_per_s=2000)
-    await stub.start()
-    yield stub
-    await stub.close()
 
 
 def settings(tmp_path: Path, **more: Any) -> Settings:

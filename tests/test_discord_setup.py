@@ -17,16 +17,7 @@ from lipcast.commands import discord as discord_command
 from lipcast.commands.doctor import _adapters
 from lipcast.config import DiscordSettings, Secrets, Settings
 from lipcast.wiring import build_discord_adapter
-from tests.conftest import ServeApp
 from tests.discord_support import APP_ID, GUILD_ID, TOKEN, FakeDiscord
-
-
-@pytest.fixture
-async def fake_discord(serve_app: ServeApp, monkeypatch: pytest.MonkeyPatch) -> FakeDiscord:
-    fake = FakeDiscord()
-    base = await serve_app(fake.app())
-    monkeypatch.setattr(discord.http.Route, "BASE", f"{base}/api/v10")
-    return fake
 
 
 def enabled(**options: object) -> Settings:

@@ -17,7 +17,6 @@ from tests.discord_support import (
     guild_payload,
     message_payload,
 )
-from tests.test_discord import fake_discord, gateway  # noqa: F401 - fixtures
 from tests.test_voice_messages import ogg_opus
 from tests.voice_support import speak
 
@@ -46,7 +45,7 @@ def voice_message(fake: FakeDiscord, data: bytes) -> dict[str, Any]:
 
 
 async def test_a_voice_message_in_a_dm_is_transcribed_and_heard(
-    fake_discord: FakeDiscord,  # noqa: F811 - the fixture
+    fake_discord: FakeDiscord,
 ) -> None:
     stt = FasterWhisperSTT()
 
