@@ -225,7 +225,12 @@ class SlowMP4Handler:
         yield ResultChunk(media=b'{"frames": []}', content_type=TIMELINE_CONTENT_TYPE)
         async with asyncio.timeout(10):
             await self.mp4_may_come.wait()
-        yield ResultChunk(media=b"MP4:" + job.text.encode(), duration_s=0.5, last=True)
+        yield ResultChunk(
+            media=b"MP4:" + job.text.encode(),
+            duration_s=0.5,
+            timings={"tts": 0.01, "render": 0.2, "encode": 0.3},
+            last=True,
+        )
 
     async def aclose(self) -> None:
         return None
@@ -254,7 +259,10 @@ async def test_sinks_that_draw_get_the_clip_before_its_mp4_is_made() -> None:
         handler.mp4_may_come.set()
         await p.router.wait_idle()
         assert p.router.stream is not None
-        assert [r.outcome for r in p.router.stream.reports] == ["completed"]
+        (report,) = p.router.stream.reports
+        assert report.outcome == "completed"
+        # the worker's timings came with the MP4, after the clip was first handed on
+        assert (report.timings.render, report.timings.encode) == (0.2, 0.3)
     (filed,) = filing.clips
     assert filed.media.startswith(b"MP4:") and filed.seq == early.seq == 0
 

@@ -604,6 +604,7 @@ class _TurnRun:
         self.said = ""
         self.seq = 0
         self.info: TurnInfo | None = None  # set once the sinks were told the turn began
+        self.timed = False  # a clip's worker timings were added to the turn's
         self.without_memory = False  # memory failed once in this turn: not asked again
         self.used_memory = False  # memory answered at least once in this turn
         persona = conversation.persona
@@ -916,7 +917,11 @@ class _TurnRun:
                     record.status, record.reason = "failed", str(err)
                 log.warning("turn %s: sentence %d not rendered: %s", report.turn_id, item.seq, err)
                 continue
-            await self._hand_on(self._clip(item, parts), later if sent_early else c.sinks, record)
+            clip = self._clip(item, parts)
+            # the worker's timings (tts, render, encode) are whole only with the last part
+            report.timings.add_worker_timings(clip.timings, first=not self.timed)
+            self.timed = True
+            await self._hand_on(clip, later if sent_early else c.sinks, record)
 
     def _clip(self, item: _Submitted, parts: list[RenderResult]) -> Clip:
         """The clip a job's parts so far make (its MP4 once that part has come)."""
@@ -957,7 +962,6 @@ class _TurnRun:
                     f"the first clip was ready {c._clock() - self.deadline:.1f} s after the "
                     "turn's deadline ([chat] deadline_s)",
                 )
-            timings.add_worker_timings(clip.timings, first=first)
             now = self.elapsed()
             if first:
                 timings.first_clip_ready = now
