@@ -46,6 +46,7 @@ from lipcast.wiring import (
 )
 from personas import Persona
 from pipeline.clips import Clip, TurnInfo
+from pipeline.conversation.safety import load_word_data
 from pipeline.conversation.turns import ClipSink, Conversation, TurnReport
 from pipeline.errors import ConfigError, LipcastError, PersonaError
 from pipeline.jobs.worker import RenderWorker
@@ -338,7 +339,7 @@ async def _serve(
         )
         stack.push_async_callback(_close_router, router)
         # The safety word lists load once per process (seconds): off the event loop, now.
-        await asyncio.to_thread(build_safety, settings, secrets, persona)
+        await asyncio.to_thread(load_word_data, settings.safety.default_lists)
         show = await router.start()
         workers = (
             "an in-process render worker"

@@ -21,7 +21,7 @@ logs the event for the moderators on the ``lipcast.moderation`` logger.
 from pipeline.conversation.safety.folding import fold
 from pipeline.conversation.safety.guard import SafetyGuard, blocked_phrases, moderation_log
 from pipeline.conversation.safety.layers import ModerationLayer, ModerationResult, OpenAIModeration
-from pipeline.conversation.safety.lexicon import DEFAULT_LANGUAGES, default_phrases
+from pipeline.conversation.safety.lexicon import DEFAULT_LANGUAGES, default_phrases, load_word_data
 from pipeline.conversation.safety.matcher import PhraseMatcher
 from pipeline.conversation.safety.secrets import SecretGuard, secrets_from_environment
 from pipeline.conversation.safety.verdict import ALLOWED, Verdict
@@ -39,6 +39,7 @@ __all__ = [
     "blocked_phrases",
     "default_phrases",
     "fold",
+    "load_word_data",
     "moderation_log",
     "secrets_from_environment",
 ]

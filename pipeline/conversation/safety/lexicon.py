@@ -26,7 +26,7 @@ import json
 import logging
 import re
 import unicodedata
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -257,3 +257,11 @@ def glin_blocked_in(languages: Iterable[str]) -> frozenset[str]:
 @functools.cache
 def _glin_plain(language: str) -> frozenset[str]:
     return frozenset(plain_letters(fold(entry)) for entry in _glin_words(language))
+
+
+def load_word_data(languages: Sequence[str] = DEFAULT_LANGUAGES) -> None:
+    """Load what every guard shares (ordinary words, place names, the default lists of
+    ``languages``) once, now: seconds of work, best done in a thread at start-up."""
+    lexicon()
+    glin_whitelist()
+    default_phrases(tuple(dict.fromkeys(languages)))
