@@ -15,8 +15,8 @@ from aiohttp import web
 
 ServeApp = Callable[[web.Application], Awaitable[str]]
 
-# The Discord tests' local Discord and stand-in model (tests/discord_fixtures.py).
-pytest_plugins = ["tests.discord_fixtures"]
+# The Discord tests' local Discord and stand-in model, the queue tests' broker and vhost.
+pytest_plugins = ["tests.discord_fixtures", "tests.queue_fixtures"]
 
 
 @pytest.fixture

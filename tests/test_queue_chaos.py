@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aio_pika
@@ -29,24 +28,11 @@ from tests.queue_support.harness import (
     ROOT,
     make_job,
     open_transport,
-    own_vhost,
     rabbitmqctl,
-    require_broker,
     running_worker,
 )
 
 pytestmark = pytest.mark.broker
-
-
-@pytest.fixture
-def broker() -> str:
-    return require_broker()
-
-
-@pytest.fixture
-async def vhost_url(broker: str) -> AsyncIterator[tuple[str, str]]:
-    async with own_vhost(broker) as vhost:
-        yield vhost
 
 
 async def _close_vhost_connections(vhost: str, why: str) -> None:

@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -27,26 +26,12 @@ from tests.queue_support.harness import (
     WorkerProcess,
     make_job,
     open_transport,
-    own_vhost,
     rabbitmqctl,
-    require_broker,
     running_worker,
     worker_processes,
 )
 
 pytestmark = pytest.mark.broker
-
-
-@pytest.fixture
-def broker() -> str:
-    return require_broker()
-
-
-@pytest.fixture
-async def vhost_url(broker: str) -> AsyncIterator[tuple[str, str]]:
-    """A virtual host of this test's own, so closing its connections touches nobody else's."""
-    async with own_vhost(broker) as vhost:
-        yield vhost
 
 
 async def test_a_worker_killed_mid_job_is_replaced_and_the_result_arrives_once(
