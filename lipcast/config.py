@@ -485,6 +485,20 @@ class RouteSettings(_Section):
     # conversation of its own per channel or per viewer, many at once
     stage: Literal["stream", "personal"] = "stream"
     per: Literal["channel", "viewer"] = "channel"  # personal stages: whose conversation
+    # Discord voice: join this voice channel (``channel`` is its id) when lipcast connects,
+    # and again after a re-connect, unless /leave was used there
+    join: bool = False
+
+    @model_validator(mode="after")
+    def _check_join(self) -> RouteSettings:
+        if self.join and not (
+            self.platform == "discord" and self.voice is True and self.channel.isdigit()
+        ):
+            raise ValueError(
+                'join = true needs platform = "discord", voice = true and channel = the voice '
+                "channel's id (Discord: right-click the channel -> Copy Channel ID)"
+            )
+        return self
 
 
 # Without [[routes]] in bot.toml: the console and Twitch chat speak on stream; each speaker in

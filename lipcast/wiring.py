@@ -113,6 +113,7 @@ def build_voice_feature(settings: Settings, secrets: Secrets) -> VoiceFeature:
         post_clips=voice.post_clips,
         rejoin_after_failures=voice.rejoin_after_failures,
         language=settings.persona.language,
+        auto_join=tuple(int(route.channel) for route in settings.routes if route.join),
     )
     return VoiceFeature(stt=build_stt(settings, secrets), options=options)
 

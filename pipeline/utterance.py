@@ -27,11 +27,12 @@ def _next_id() -> str:
 
 @dataclass(frozen=True, kw_only=True)
 class ViewerKey:
-    """Who a viewer is, for history and cooldowns: the same name on another platform or
-    channel is another viewer."""
+    """Who a viewer is, for history, language and cooldowns: the same name on another
+    platform or channel is another viewer, unless the platform gives the viewer a wider scope
+    (a Discord server: its text channels and voice channels share one history per viewer)."""
 
     platform: str
-    channel: str
+    channel: str  # the channel, or the viewer's scope (Utterance.viewer_scope) when it has one
     user: str  # the platform's stable user id (a login name where there is none)
 
     def __str__(self) -> str:
@@ -68,6 +69,10 @@ class Utterance:
     guild: str | None = None  # a Discord server id; None elsewhere
     direct: bool = False  # a direct message: its conversation is the viewer's own
     channel_name: str = ""  # the channel as people know it ("#general", a Twitch login)
+    # where the viewer is one person across channels, for history, language and cooldowns (a
+    # Discord server's id: what a viewer said in text is remembered when they speak in voice);
+    # None: the channel alone
+    viewer_scope: str | None = None
     message_id: str | None = None  # the platform's id of the message, to reply to it
     trigger: Trigger = "message"
     # the viewer's flags, as the platform reports them; pipeline.conversation.priority turns
@@ -94,7 +99,8 @@ class Utterance:
 
     @property
     def viewer(self) -> ViewerKey:
-        return ViewerKey(platform=self.platform, channel=self.channel, user=self.user)
+        channel = self.viewer_scope or self.channel
+        return ViewerKey(platform=self.platform, channel=channel, user=self.user)
 
     @property
     def display_name(self) -> str:

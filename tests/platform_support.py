@@ -18,6 +18,7 @@ from bots.base import ChatAdapter, Listener
 from personas import Persona, load_persona
 from pipeline.clips import Clip, Reply
 from pipeline.conversation.filters import ChatFilter
+from pipeline.conversation.memory import ViewerMemory
 from pipeline.conversation.safety import SafetyGuard
 from pipeline.conversation.turns import ClipSink, Conversation, ConversationOptions
 from pipeline.jobs.queue.base import JobQueue, QueueOptions
@@ -112,6 +113,7 @@ async def running_router(
     stream_sinks: Callable[[], list[ClipSink]] = list,
     options: ConversationOptions | None = None,
     concurrency: int = 2,
+    memory: ViewerMemory | None = None,
 ) -> AsyncIterator[Platform]:
     """The router over real conversations; jobs go to ``queue`` (default: a memory queue
     served by an in-process worker running ``handler``)."""
@@ -141,6 +143,7 @@ async def running_router(
             safety=safety(persona),
             sinks=sinks,
             llm=llm,
+            memory=memory,
             options=options or ConversationOptions(),
         )
         platform.conversations.append((persona, stage, conversation))

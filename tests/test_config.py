@@ -39,6 +39,15 @@ def test_every_section_of_the_defaults_is_documented_in_bot_toml() -> None:
         ({"persona": {"defualt": "x"}}, "unknown key 'persona.defualt'"),
         ({"nonsense": {}}, "unknown key 'nonsense'"),
         ({"tts": {"openai": {"timeout_s": "soon"}}}, "tts.openai.timeout_s = 'soon'"),
+        (
+            {"routes": [{"platform": "discord", "voice": True, "channel": "Lounge", "join": True}]},
+            'join = true needs platform = "discord", voice = true and channel = the voice '
+            "channel's id",
+        ),
+        (
+            {"routes": [{"platform": "twitch", "channel": "1234", "join": True}]},
+            "join = true needs",
+        ),
     ],
 )
 def test_bad_values_name_file_key_value_and_expectation(raw: dict, expected: str) -> None:  # type: ignore[type-arg]
@@ -130,3 +139,16 @@ def test_the_readmes_test_command_installs_every_extra_the_tests_use() -> None:
         command = re.search(test_command, (ROOT / where).read_text(encoding="utf-8"))
         assert command is not None, f"{where}: the test command"
         assert set(command.group(1).split(",")) == extras, where
+
+
+def test_routes_that_join_become_the_voice_features_channels() -> None:
+    from lipcast.config import Secrets
+    from lipcast.wiring import build_voice_feature
+
+    routes = [
+        {"platform": "discord", "voice": True, "channel": "920000000000000050", "join": True},
+        {"platform": "discord", "voice": True, "channel": "920000000000000051"},
+    ]
+    settings = parse_settings({"routes": routes}, source="bot.toml")
+    feature = build_voice_feature(settings, Secrets())
+    assert feature.options.auto_join == (920000000000000050,)

@@ -220,6 +220,7 @@ async def test_a_mention_is_answered_with_text_then_one_clip(
     assert not utterance.direct and utterance.trigger == "mention"
     assert utterance.user == str(ADA_ID) and utterance.user_name == "Ada"
     assert utterance.channel_name == "#general"
+    assert utterance.viewer_scope == str(GUILD_ID)  # one history with the viewer's speech
     assert utterance.message_id == question["id"] and utterance.text == "What is a verb?"
     assert not utterance.moderator
 
@@ -253,6 +254,7 @@ async def test_a_reply_to_the_bot_and_a_direct_message_are_questions(
     assert answered.message_id == reply["id"] and answered.text == "Tell me more"
     assert direct.direct and direct.guild is None and direct.channel == str(DM_CHANNEL_ID)
     assert direct.channel_name == "DM with Ada"
+    assert direct.viewer_scope is None  # a DM's history stays in the DM
     places = {sent.where for sent in fake_discord.sent}
     assert places == {f"channel:{CHANNEL_ID}", f"channel:{DM_CHANNEL_ID}"}
     assert conversations == 2  # the channel's and Ada's own, answering at the same time
@@ -417,6 +419,7 @@ async def test_slash_ask_defers_then_follows_up_with_text_and_clip(
     assert fake_discord.callbacks[0]["type"] == 5  # deferred: answered within three seconds
     assert utterance.text == "Wie sagt man hello?" and utterance.user == str(ADA_ID)
     assert utterance.channel == str(CHANNEL_ID) and utterance.guild == str(GUILD_ID)
+    assert utterance.viewer_scope == str(GUILD_ID)
     token = payload["token"]
     assert [sent.where for sent in fake_discord.sent] == [f"followup:{token}"] * 2
     assert "Wie sagt man hello" in fake_discord.sent[0].content

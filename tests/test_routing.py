@@ -281,3 +281,49 @@ async def test_by_default_each_speaker_in_a_voice_channel_has_a_conversation_of_
         await p.router.wait_idle()
         keys = list(p.router._places)
     assert len(keys) == 3  # ada's and bob's voice conversations, and the text channel's
+
+
+async def test_a_discord_viewer_speaking_in_voice_is_remembered_from_their_text_messages() -> None:
+    from lipcast.config import Settings
+    from lipcast.wiring import routes_from_settings
+    from pipeline.conversation.memory import ViewerMemory
+
+    model = OpenAIStub(reply=echo_reply, tokens_per_s=2000)
+    await model.start()
+    memory = ViewerMemory(":memory:")
+    await memory.open()
+    routes = routes_from_settings(Settings())  # voice: per viewer; text channels: per channel
+    try:
+        async with running_router(
+            routes, [DiscordLike()], llm=stub_llm(model.base_url), memory=memory
+        ) as p:
+            written = message(
+                "discord", "text-1", "ada", "my cat is called Miso", guild="g", viewer_scope="g"
+            )
+            await p.router.hear(written)
+            await p.router.wait_idle()
+            elsewhere = message(
+                "discord", "text-9", "ada", "and my dog?", guild="h", viewer_scope="h"
+            )
+            await p.router.hear(elsewhere)  # another server: another history
+            await p.router.wait_idle()
+            spoken = message(
+                "discord",
+                "voice-1",
+                "ada",
+                "what is my cat called",
+                guild="g",
+                viewer_scope="g",
+                trigger="voice",
+            )
+            await p.router.hear(spoken)
+            await p.router.wait_idle()
+    finally:
+        await memory.close()
+        await model.close()
+    *_, other_server, voice = model.requests
+    said = [str(m["content"]) for m in voice["messages"]]
+    assert any("my cat is called Miso" in text for text in said)  # the text channel's exchange
+    assert any("You asked about my cat is called Miso" in text for text in said)
+    assert not any("and my dog" in text for text in said)
+    assert not any("Miso" in str(m["content"]) for m in other_server["messages"])

@@ -4,13 +4,18 @@ a local server that plays Discord's API (tests/discord_support.py)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
 
 import discord
 import pytest
 from discord import app_commands
 
+from bots.discord.voice.client import ListeningVoiceClient
 from bots.discord.voice.feature import DiscordPoster, VoiceFeature, VoiceOptions
+from bots.discord.voice.receive import ConnectionKeys
 from pipeline.services.stt.openai import OpenAISTT
 from pipeline.speech.vad import SileroVAD
 from pipeline.utterance import Admission, Control, Utterance
@@ -81,3 +86,99 @@ async def test_join_outside_a_voice_channel_says_what_to_do(
     assert callback["data"]["content"] == "Join a voice channel first, then use /join."
     assert callback["data"]["flags"] == 64  # ephemeral
     await feature.close()
+
+
+async def until(condition: Callable[[], bool], within_s: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + within_s
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.01)
+
+
+VOICE_ID = 920000000000000050  # "Lounge", a voice channel of the test server
+UNKNOWN_ID = 920000000000000077  # a channel the bot cannot see
+
+
+@dataclass
+class Joined:
+    """A voice connection as ``VoiceChannel.connect`` returns it: the one part that would talk
+    to Discord's voice servers, which this machine cannot reach."""
+
+    channel: Any
+    disconnected: bool = False
+    on_speaker_left: Any = None
+
+    def attach(self, receiver: Any) -> None:
+        pass
+
+    def keys(self) -> ConnectionKeys:
+        return ConnectionKeys(secret_key=None, mode=None, dave=None)
+
+    def play(self, source: Any, *, after: Any = None) -> None:
+        pass
+
+    def is_playing(self) -> bool:
+        return False
+
+    def stop(self) -> None:
+        pass
+
+    async def disconnect(self, *, force: bool = False) -> None:
+        self.disconnected = True
+
+
+async def test_routes_voice_channel_is_joined_when_ready_and_not_after_leave(
+    fake: FakeDiscord, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    connected: list[Joined] = []
+
+    async def connect(channel: discord.VoiceChannel, **options: Any) -> Joined:
+        assert options["cls"] is ListeningVoiceClient
+        assert options["self_deaf"] is False  # it must hear the viewers
+        connected.append(Joined(channel))
+        return connected[-1]
+
+    monkeypatch.setattr(discord.VoiceChannel, "connect", connect)
+    client = discord.Client(intents=discord.Intents.all(), application_id=APP_ID)
+    await client.login(TOKEN)
+    payload = guild_payload()
+    payload["channels"].append(
+        {"id": str(VOICE_ID), "type": 2, "name": "Lounge", "position": 1}
+        | {"permission_overwrites": [], "bitrate": 64000, "user_limit": 0, "parent_id": None}
+    )
+    client._connection._add_guild_from_data(payload)  # type: ignore[arg-type]
+    tree = app_commands.CommandTree(client)
+    stt = OpenAISTT(base_url="http://127.0.0.1:9/v1")  # never reached: nobody speaks
+    options = VoiceOptions(auto_join=(VOICE_ID, CHANNEL_ID, UNKNOWN_ID))
+    feature = VoiceFeature(stt=stt, options=options, vad=SileroVAD())
+    await feature.setup(client, tree, Nobody())
+    before = await feature.check()
+    assert any("joined when lipcast runs" in line.detail and line.ok for line in before)
+
+    await asyncio.sleep(0)  # the feature's task waits for READY
+    client.dispatch("ready")  # as discord.py does once the gateway's guilds are in
+    await until(lambda: len(feature.auto_joined) == 3)
+    assert [joined.channel.id for joined in connected] == [VOICE_ID]
+    assert feature.auto_joined[VOICE_ID] == "joined"
+    assert feature.auto_joined[CHANNEL_ID] == "#general is not a voice channel"
+    assert feature.auto_joined[UNKNOWN_ID].startswith("Discord says 404")
+    lines = {line.detail: line.ok for line in await feature.check()}
+    assert lines[f"voice channel {VOICE_ID} (a route's join): joined"] is True
+    not_voice = f"voice channel {CHANNEL_ID} (a route's join): #general is not a voice channel"
+    assert lines[not_voice] is False
+
+    client.dispatch("ready")  # a new gateway session: already there, not joined twice
+    await asyncio.sleep(0.2)
+    assert len(connected) == 1
+
+    leave = interaction_payload("leave")
+    fake.allow_interaction(leave)
+    client._connection.parse_interaction_create(leave)  # type: ignore[arg-type]
+    await fake.wait_for(lambda: bool(fake.callbacks))
+    assert fake.callbacks[-1]["data"]["content"] == "Left the voice channel."
+    assert connected[0].disconnected
+    client.dispatch("ready")  # /leave holds until someone uses /join
+    await until(lambda: "/leave" in feature.auto_joined[VOICE_ID])
+    assert len(connected) == 1
+    await feature.close()
+    await client.close()

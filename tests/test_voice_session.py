@@ -241,6 +241,7 @@ async def test_speech_in_the_channel_becomes_an_utterance_and_a_chat_line(rig: R
         str(GUILD),
     )
     assert (utterance.user, utterance.user_name, utterance.trigger) == (str(ADA), "Ada", "voice")
+    assert utterance.viewer.channel == str(GUILD)  # remembered with Ada's text messages
     assert word_error_rate([(SENTENCES[1], utterance.text or "")]) == 0.0
     assert rig.poster.posts == [(TEXT_CHANNEL, f"🎙 Ada: {utterance.text}", None)]
     stats = rig.session.stats()[ADA]

@@ -17,7 +17,12 @@ HELP = "erase one viewer's remembered history and preferences"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--platform", required=True, help='where the viewer chats: "twitch", ...')
-    parser.add_argument("--channel", required=True, help="the channel (as the adapter names it)")
+    parser.add_argument(
+        "--channel",
+        required=True,
+        help="the channel as the adapter names it (Twitch: the channel's login); Discord: the "
+        "server id (its text and voice channels share one history), or a DM's channel id",
+    )
     parser.add_argument("--user", required=True, help="the viewer's user id (or login name)")
 
 

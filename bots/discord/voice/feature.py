@@ -58,6 +58,7 @@ class VoiceOptions:
     post_clips: bool = False
     rejoin_after_failures: int = 36
     language: str | None = None  # a hint for speech-to-text; None: the backend guesses
+    auto_join: tuple[int, ...] = ()  # voice channel ids joined on connecting (routes' join)
 
 
 class VoiceLink(Protocol):
@@ -237,6 +238,7 @@ class VoiceSession:
             platform="discord",
             channel=str(self.channel_id),
             guild=str(self.guild_id),
+            viewer_scope=str(self.guild_id),  # one history with the viewer's text messages
             user=str(user_id),
             user_name=name,
             text=transcript.text,
@@ -395,6 +397,8 @@ class VoiceFeature:
         self._listener: Listener | None = None
         self._rejoining: set[int] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._left: set[int] = set()  # guilds where /leave was used: not joined again by routes
+        self.auto_joined: dict[int, str] = {}  # a route's voice channel -> how joining it went
 
     async def setup(self, client: Any, tree: Any, listener: Listener) -> None:
         """Register ``/join`` and ``/leave`` on ``tree``; load the VAD and STT models."""
@@ -415,6 +419,8 @@ class VoiceFeature:
         @app_commands.guild_only()
         async def leave(interaction: Any) -> None:
             left = interaction.guild is not None and await feature.leave(interaction.guild.id)
+            if interaction.guild is not None:
+                feature._left.add(interaction.guild.id)  # a route's join waits for /join
             await interaction.response.send_message(
                 "Left the voice channel." if left else "I am not in a voice channel here.",
                 ephemeral=True,
@@ -422,6 +428,57 @@ class VoiceFeature:
 
         tree.add_command(join)
         tree.add_command(leave)
+        if self.options.auto_join:
+            task = asyncio.create_task(self._join_on_ready(), name="voice-auto-join")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _join_on_ready(self) -> None:
+        """Join the routes' voice channels each time the gateway is ready (at start and after a
+        new gateway session), never failing: each channel's outcome is logged and kept."""
+        if self._client.is_ready():
+            await self.join_routes()
+        while True:
+            await self._client.wait_for("ready")
+            await self.join_routes()
+
+    async def join_routes(self) -> None:
+        """Join each voice channel a route names with ``join = true`` that the bot is not in."""
+        for channel_id in self.options.auto_join:
+            outcome = await self._join_route(channel_id)
+            self.auto_joined[channel_id] = outcome
+            if outcome != "joined":
+                log.warning("voice: the route's channel %s is not joined: %s", channel_id, outcome)
+
+    async def _join_route(self, channel_id: int) -> str:
+        import discord
+
+        channel = self._client.get_channel(channel_id)
+        if channel is None:
+            try:
+                channel = await self._client.fetch_channel(channel_id)
+            except discord.HTTPException as err:
+                return f"Discord says {err.status} {err.text or ''}".strip() + (
+                    " (is the bot in that server, and may it view the channel?)"
+                )
+        if not isinstance(channel, discord.VoiceChannel | discord.StageChannel):
+            return f"#{getattr(channel, 'name', channel_id)} is not a voice channel"
+        guild = channel.guild
+        if guild.id in self._left:
+            return "/leave was used in this server; /join listens again"
+        session = self._sessions.get(guild.id)
+        if session is not None:
+            if session.channel_id == channel.id:
+                return "joined"
+            return (
+                f"the bot already listens in channel {session.channel_id} of this server, and "
+                "Discord allows one voice channel per server"
+            )
+        try:
+            await self.join(channel)
+        except Exception as err:  # noqa: BLE001 - discord.py's ClientException, timeouts, ...
+            return f"joining failed: {_why(err)}"
+        return "joined"
 
     async def _join_command(self, interaction: Any) -> None:
         voice = getattr(interaction.user, "voice", None)
@@ -432,6 +489,7 @@ class VoiceFeature:
             )
             return
         await interaction.response.defer(ephemeral=True, thinking=True)
+        self._left.discard(channel.guild.id)
         try:
             await self.join(channel)
         except Exception as err:  # noqa: BLE001 - told to the user, in one line
@@ -515,13 +573,35 @@ class VoiceFeature:
         return await transcribe_voice_message(data, self._stt, language=self.options.language)
 
     async def check(self) -> list[Readiness]:
-        """Doctor lines: what voice receive needs, and the joined channels' failure counts."""
-        return [*voice_requirements(), *receive_report(list(self._sessions.values()))]
+        """Doctor lines: what voice receive needs, the routes' voice channels, and the joined
+        channels' failure counts."""
+        routes = []
+        for channel_id in self.options.auto_join:
+            outcome = self.auto_joined.get(channel_id)
+            if outcome is None:
+                detail = f"voice channel {channel_id} (a route's join): joined when lipcast runs"
+                routes.append(Readiness(ok=True, detail=detail))
+            else:
+                detail = f"voice channel {channel_id} (a route's join): {outcome}"
+                routes.append(Readiness(ok=outcome == "joined", detail=detail))
+        return [
+            *voice_requirements(),
+            *routes,
+            *receive_report(list(self._sessions.values())),
+        ]
 
     async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         for guild_id in list(self._sessions):
             await self.leave(guild_id)
         await self._stt.aclose()
+
+
+def _why(err: BaseException) -> str:
+    """One line about a failed join: discord.py's message, or the exception's name."""
+    return str(err) or type(err).__name__
 
 
 def voice_requirements() -> list[Readiness]:
