@@ -417,3 +417,21 @@ async def test_the_time_spent_checking_reply_sentences_is_in_the_turns_timings(
     assert report.outcome == "completed" and len(report.released) == 4
     assert report.timings.safety >= 4 * 0.05
     assert "safety=" in report.line()
+
+
+async def test_each_sentence_starts_where_the_last_one_ended_across_turns(stub: OpenAIStub) -> None:
+    # Later sentences render faster, so each is asked for before the one before it is done:
+    # its start still comes from that sentence's speech (RecordingHandler: len(text) / 15 s).
+    handler = ReversedHandler()
+    async with running_pipeline(
+        llm=llm(stub), options=FOUR_OK, handler=handler, concurrency=4
+    ) as p:
+        await p.conversation.respond(say("hi"), "hi")
+        await p.conversation.respond(say("again"), "again")
+    jobs = sorted(handler.jobs, key=lambda job: job.created_at)
+    assert len(jobs) == 8
+    expected = 0.0
+    for job in jobs:
+        assert job.start_s == pytest.approx(expected)
+        expected += len(job.text) / 15
+    assert p.conversation.take_s == pytest.approx(expected)

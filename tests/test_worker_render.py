@@ -13,6 +13,7 @@ import pytest
 
 from lipcast.config import Settings, load_secrets
 from lipcast.wiring import build_job_handler, build_tts, encode_options
+from lipsync.avatar import hex_to_rgb
 from lipsync.sprite import SpriteRenderer
 from lipsync.timeline import Timeline
 from personas import builtin_persona_dir, load_persona
@@ -20,7 +21,7 @@ from pipeline.audio import AudioChunk
 from pipeline.clips import TIMELINE_CONTENT_TYPE, pcm_sample_rate
 from pipeline.jobs.queue import JobFailedError
 from pipeline.jobs.render import ClipRenderer, RenderJobHandler
-from tests.media import probe
+from tests.media import decode_frames, probe
 from tests.queue_support.harness import BACKENDS, make_job, open_transport, running_worker
 
 pytestmark = pytest.mark.parametrize("backend", BACKENDS)
@@ -134,3 +135,35 @@ async def test_a_video_renderers_clip_comes_back_in_half_second_fragments(backen
     assert (info.video_codec, info.audio_codec) == ("h264", "aac")
     assert info.frames == round(video[-1].duration_s * 25)
     assert abs(info.video_seconds - info.audio_seconds) <= 1 / 25 + 0.03
+
+
+async def test_a_sentence_carries_on_the_head_motion_of_the_one_before_it(backend: str) -> None:
+    handler = build_job_handler(Settings(), load_secrets(None))
+    first = make_job("Hello chat, welcome back to the stream.", seq=0)
+    async with open_transport(backend) as t, running_worker(t.worker_queue, handler):
+        speech, timeline_a, _ = await (await t.requester.submit(first)).collect()
+        second = make_job("Today we talk about verbs.", seq=1).model_copy(
+            update={"start_s": speech.duration_s}
+        )
+        _, timeline_b, video = await (await t.requester.submit(second)).collect()
+    a, b = Timeline.from_json(timeline_a.media), Timeline.from_json(timeline_b.media)
+    assert b.start_frame == a.start_frame + a.frames  # one take: B's first frame follows A's last
+    step = max(abs(x - y) for x, y in zip(a.pose(a.frames - 1), b.pose(0), strict=True))
+    restart = max(abs(x - y) for x, y in zip(a.pose(a.frames - 1), a.pose(0), strict=True))
+    assert step < 0.2 < restart  # a frame's sway apart, where starting over jumps
+    # The MP4 is drawn from that pose: its first frame is the renderer's frame there.
+    renderer = SpriteRenderer()
+    clip = handler._clips
+    persona = load_persona("cohost")
+    avatar = clip.avatar(persona)
+    silence = np.zeros(2205, dtype=np.float32)  # a closed mouth, as both clips begin
+    background = hex_to_rgb(persona.spec.avatar.background)
+    drawn = {
+        start: next(
+            renderer.render(silence, 22050, avatar, start_frame=start, background=background)
+        ).astype(float)
+        for start in (0, b.start_frame)
+    }
+    shown = decode_frames(video.media)[0].astype(float)
+    here, there = (float(np.abs(shown - drawn[start]).mean()) for start in (b.start_frame, 0))
+    assert here < there / 2  # H.264's own loss against a head moved by a restart

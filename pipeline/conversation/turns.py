@@ -60,7 +60,7 @@ from pipeline.jobs.queue.base import (
     QueueFullError,
     ResultStream,
 )
-from pipeline.jobs.wire import RenderJob, RenderResult
+from pipeline.jobs.wire import MAX_TAKE_S, RenderJob, RenderResult
 from pipeline.services.llm import LLM, GenerationOptions, LLMError
 from pipeline.utterance import Admission, Control, Utterance, may_control, parse_control
 
@@ -278,6 +278,9 @@ class Conversation:
             collections.OrderedDict()
         )
         self._unlogged: dict[str, asyncio.TimerHandle] = {}  # turn lines waiting for "shown"
+        # seconds of speech the persona has said: where its next clip's head motion and blinks
+        # carry on from (RenderJob.start_s)
+        self.take_s = 0.0
         if llm is not None:
             check_template(persona)  # a broken prompt template fails at start-up
 
@@ -601,6 +604,7 @@ class _TurnRun:
         self.language = conversation.persona.language
         self.jobs: asyncio.Queue[_Submitted | None] = asyncio.Queue()
         self.streams: list[ResultStream] = []
+        self.last_start_s = conversation.take_s  # where the latest sentence starts in the take
         self.said = ""
         self.seq = 0
         self.info: TurnInfo | None = None  # set once the sinks were told the turn began
@@ -663,6 +667,8 @@ class _TurnRun:
 
     async def finish(self) -> None:
         """After the turn, whatever happened: drop pending results, tell the sinks, remember."""
+        if self.streams:
+            self.c.take_s = _after(self.last_start_s, self.streams[-1])
         for stream in self.streams:
             stream.close()
         c, report = self.c, self.report
@@ -860,6 +866,8 @@ class _TurnRun:
         if deadline <= now:
             record.reason = "deadline"
             raise _TurnStopped("expired", "the reply could not start before its deadline")
+        mp4 = any(sink.needs_mp4 for sink in c.sinks)
+        start_s = await self._start_s(wait=mp4)
         job = RenderJob(
             job_id=f"{report.turn_id}.{seq}",
             turn_id=report.turn_id,
@@ -870,7 +878,8 @@ class _TurnRun:
             priority=_job_priority(report.utterance.priority, seq),
             created_at=now,
             deadline=deadline,
-            mp4=any(sink.needs_mp4 for sink in c.sinks),
+            mp4=mp4,
+            start_s=start_s,
         )
         try:
             stream = await c.queue.submit(job)
@@ -883,7 +892,22 @@ class _TurnRun:
         self.seq += 1
         self.said = f"{self.said} {text}".strip()
         self.streams.append(stream)
+        self.last_start_s = start_s
         self.jobs.put_nowait(_Submitted(seq=seq, text=text, stream=stream))
+
+    async def _start_s(self, *, wait: bool) -> float:
+        """Where the next sentence starts in the persona's take: where the one before it
+        started, plus its length, known from its first result part (its speech). That part is
+        waited for only when an MP4 will show the motion (the overlay draws its own), and at
+        most ``deadline_s``: a sentence whose length never comes costs continuity, nothing else.
+        """
+        if not self.streams:
+            return self.c.take_s
+        previous = self.streams[-1]
+        if wait and previous.first is None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(previous.wait_first(), self.c.options.deadline_s)
+        return _after(self.last_start_s, previous)
 
     # -- releaser: results in sentence order -> sinks -----------------------------------
 
@@ -972,6 +996,14 @@ class _TurnRun:
             keep = await _call_sink(sink.clip_ready(clip), sink, "clip_ready")
             if keep is False:
                 raise _TurnStopped("skipped", f"{type(sink).__name__} stopped the turn")
+
+
+def _after(start_s: float, stream: ResultStream) -> float:
+    """Where the take goes on after the sentence of ``stream`` that starts at ``start_s``: its
+    first part's length (the speech, or a one-part clip); no length known, no time passes."""
+    first = stream.first
+    length = first.duration_s if first is not None else 0.0
+    return (start_s + length) % MAX_TAKE_S
 
 
 def _drawable(parts: list[RenderResult]) -> bool:

@@ -130,9 +130,9 @@ class ClipRenderer:
             raise InputError("the text-to-speech backend produced no audio for this text")
         return audio
 
-    def timeline(self, audio: AudioChunk, avatar: Avatar) -> Timeline | None:
-        """What the renderer would draw for ``audio``, frame by frame; None for a renderer
-        that draws video (wav2lip), whose picture only an MP4 carries."""
+    def timeline(self, audio: AudioChunk, avatar: Avatar, start_frame: int = 0) -> Timeline | None:
+        """What the renderer would draw for ``audio`` from ``start_frame`` on, frame by frame;
+        None for a renderer that draws video (wav2lip), whose picture only an MP4 carries."""
         if not isinstance(self.renderer, SpriteRenderer):
             return None
         return sprite_timeline(
@@ -141,17 +141,23 @@ class ClipRenderer:
             fps=self.renderer.fps,
             size=self.renderer.size,
             seed=avatar.key,
+            start_frame=start_frame,
         )
 
-    async def speak_line(self, text: str, persona: Persona) -> SpokenLine:
-        """``text`` spoken by ``persona`` and its timeline, without drawing or encoding video."""
+    def start_frame(self, start_s: float) -> int:
+        """The renderer's frame number ``start_s`` seconds into the persona's take."""
+        return round(start_s * self.renderer.fps)
+
+    async def speak_line(self, text: str, persona: Persona, start_frame: int = 0) -> SpokenLine:
+        """``text`` spoken by ``persona`` and its timeline (from ``start_frame``: see
+        :meth:`render_audio`), without drawing or encoding video."""
         loop = asyncio.get_running_loop()
         avatar = await loop.run_in_executor(None, self.avatar, persona)
         started = time.perf_counter()
         audio = await self.speak(text, persona)
         tts_s = time.perf_counter() - started
         begun = time.perf_counter()
-        timeline = await loop.run_in_executor(None, self.timeline, audio, avatar)
+        timeline = await loop.run_in_executor(None, self.timeline, audio, avatar, start_frame)
         timings = {"tts": tts_s, "timeline": time.perf_counter() - begun}
         return SpokenLine(audio=audio, timeline=timeline, timings=timings)
 
@@ -177,14 +183,28 @@ class ClipRenderer:
         path: Path | None = None,
         progress: Progress | None = None,
         tts_s: float = 0.0,
+        start_frame: int = 0,
     ) -> RenderedClip:
-        """Render speech already synthesised (``tts_s`` took) to MP4 bytes or a file."""
+        """Render speech already synthesised (``tts_s`` took) to MP4 bytes or a file.
+
+        ``start_frame`` is where the clip starts in the persona's take: its head motion and
+        blinks carry on from the clip before it (:meth:`start_frame` of that clip's start plus
+        its length)."""
         loop = asyncio.get_running_loop()
         # reading the image and finding its face is file and CPU work: off the event loop
         avatar = await loop.run_in_executor(None, self.avatar, persona)
         stop = threading.Event()
         work = loop.run_in_executor(
-            None, self._render_sync, audio, persona, avatar, path, progress, tts_s, stop
+            None,
+            self._render_sync,
+            audio,
+            persona,
+            avatar,
+            path,
+            progress,
+            tts_s,
+            start_frame,
+            stop,
         )
         try:
             return await asyncio.shield(work)
@@ -204,6 +224,7 @@ class ClipRenderer:
         path: Path | None,
         progress: Progress | None,
         tts_s: float,
+        start_frame: int,
         stop: threading.Event,
     ) -> RenderedClip:
         total = max(1, round(audio.duration_s * self.renderer.fps))
@@ -216,6 +237,7 @@ class ClipRenderer:
                 audio.samples,
                 audio.sample_rate,
                 avatar,
+                start_frame=start_frame,
                 background=hex_to_rgb(persona.spec.avatar.background),
             )
             while True:
@@ -254,7 +276,11 @@ class ClipRenderer:
         )
 
     async def video_fragments(
-        self, audio: AudioChunk, persona: Persona, timings: dict[str, float]
+        self,
+        audio: AudioChunk,
+        persona: Persona,
+        timings: dict[str, float],
+        start_frame: int = 0,
     ) -> AsyncIterator[bytes]:
         """The video of ``audio`` as fragmented-MP4 pieces of about half a second, each
         yielded as soon as the encoder finishes it (a video renderer's sentence plays while the
@@ -274,7 +300,11 @@ class ClipRenderer:
             def frames() -> Iterator[Frame]:
                 nonlocal render_s
                 source = self.renderer.render(
-                    audio.samples, audio.sample_rate, avatar, background=background
+                    audio.samples,
+                    audio.sample_rate,
+                    avatar,
+                    start_frame=start_frame,
+                    background=background,
                 )
                 while not stop.is_set():
                     begun = time.perf_counter()
@@ -354,8 +384,9 @@ class RenderJobHandler:
     async def handle(self, job: RenderJob) -> AsyncIterator[ResultChunk]:
         loop = asyncio.get_running_loop()
         persona = await loop.run_in_executor(None, self.persona, job.persona, job.language)
+        start_frame = self._clips.start_frame(job.start_s)
         if not job.mp4:
-            line = await self._clips.speak_line(job.text, persona)
+            line = await self._clips.speak_line(job.text, persona, start_frame)
             if line.timeline is not None:
                 yield _pcm_part(line.audio)
                 yield ResultChunk(
@@ -367,12 +398,12 @@ class RenderJobHandler:
                 )
                 return
         if not isinstance(self._clips.renderer, SpriteRenderer):
-            async for part in self._stream_video(job, persona):
+            async for part in self._stream_video(job, persona, start_frame):
                 yield part
             return
         # The speech and the timeline go first, before any frame is drawn: a sink that shows
         # the timeline (the overlay) need not wait for the MP4 the others asked for.
-        line = await self._clips.speak_line(job.text, persona)
+        line = await self._clips.speak_line(job.text, persona, start_frame)
         yield _pcm_part(line.audio)
         if line.timeline is not None:
             yield ResultChunk(
@@ -380,20 +411,24 @@ class RenderJobHandler:
                 content_type=TIMELINE_CONTENT_TYPE,
                 duration_s=line.timeline.duration_s,
             )
-        clip = await self._clips.render_audio(line.audio, persona, tts_s=line.timings["tts"])
+        clip = await self._clips.render_audio(
+            line.audio, persona, tts_s=line.timings["tts"], start_frame=start_frame
+        )
         assert clip.mp4 is not None  # rendered to bytes, not to a file
         yield ResultChunk(
             media=clip.mp4, duration_s=clip.duration_s, timings=dict(clip.timings), last=True
         )
 
-    async def _stream_video(self, job: RenderJob, persona: Persona) -> AsyncIterator[ResultChunk]:
+    async def _stream_video(
+        self, job: RenderJob, persona: Persona, start_frame: int
+    ) -> AsyncIterator[ResultChunk]:
         """A video renderer's sentence: its speech, then its MP4 fragment by fragment."""
         started = time.perf_counter()
         audio = await self._clips.speak(job.text, persona)
         timings = {"tts": time.perf_counter() - started}
         yield _pcm_part(audio)
         held: bytes | None = None  # one piece is held back: the last one carries ``last``
-        async for piece in self._clips.video_fragments(audio, persona, timings):
+        async for piece in self._clips.video_fragments(audio, persona, timings, start_frame):
             if held is not None:
                 yield ResultChunk(media=held)
             held = piece

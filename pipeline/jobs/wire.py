@@ -177,6 +177,9 @@ class JobResult(WireMessage):
         )
 
 
+MAX_TAKE_S = 86_400.0  # RenderJob.start_s wraps here: a day of speech
+
+
 class RenderJob(Job):
     """One sentence for a render worker to speak and lip-sync."""
 
@@ -191,6 +194,10 @@ class RenderJob(Job):
     # Whether a sink needs an MP4 file (clip folder, Discord, `lipcast say`); the overlay draws
     # a sprite persona from the timeline part, so without one the worker encodes no video.
     mp4: bool = True
+    # Where this sentence starts in the persona's take, in seconds of speech before it: the
+    # renderer's start frame, so head motion and blinks carry on across sentences and turns
+    # (the conversation wraps it once a day).
+    start_s: float = Field(default=0.0, ge=0.0, le=MAX_TAKE_S)
 
     def label(self) -> str:
         return f"turn {self.turn_id}, seq {self.seq}"

@@ -186,6 +186,8 @@ class ResultStream(Generic[J, R]):
         self._have_last = False
         self._failure: BaseException | None = None
         self._arrived = asyncio.Event()
+        self._first: R | None = None  # part 0, kept from its arrival on (see ``first``)
+        self._first_came = asyncio.Event()
 
     @property
     def job_id(self) -> str:
@@ -222,6 +224,9 @@ class ResultStream(Generic[J, R]):
             return
         self._parts[result.part] = result
         self._have_last = self._have_last or result.last
+        if result.part == 0:
+            self._first = result
+            self._first_came.set()
         self._arrived.set()
 
     def fail(self, error: BaseException) -> None:
@@ -229,6 +234,7 @@ class ResultStream(Generic[J, R]):
         if self._failure is None and not self._finished:
             self._failure = error
             self._arrived.set()
+            self._first_came.set()
 
     # -- the requester's side -----------------------------------------------------------
 
@@ -277,6 +283,19 @@ class ResultStream(Generic[J, R]):
             return JobExpiredError(message, job_id=self.job_id)
         return JobFailedError(message, job_id=self.job_id, reason=result.error_reason or "failed")
 
+    @property
+    def first(self) -> R | None:
+        """Part 0 once it has arrived (whether handed out yet or not), else None."""
+        return self._first
+
+    async def wait_first(self) -> R | None:
+        """Part 0, waiting for it without taking it from the order; None if the stream ends
+        (fails, closes) without it. The caller bounds the wait."""
+        while self._first is None and self._failure is None and not self._finished:
+            self._first_came.clear()
+            await self._first_came.wait()
+        return self._first
+
     async def collect(self) -> list[R]:
         """All parts, in order (raises as iteration does)."""
         return [part async for part in self]
@@ -290,6 +309,7 @@ class ResultStream(Generic[J, R]):
             return
         self._finished = True
         self._parts.clear()
+        self._first_came.set()
         if self._on_close is not None:
             self._on_close(self)
 
