@@ -157,7 +157,7 @@ class RenderSettings(_Section):
     fps: int = Field(default=25, ge=10, le=60)
     size: int = Field(default=512, ge=128, le=1080)  # output width and height in pixels
     crf: int = Field(default=23, ge=0, le=51)  # H.264 quality: lower is better and larger
-    preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium"] = "superfast"
+    preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium"] = "ultrafast"
     wav2lip: Wav2LipSettings = Wav2LipSettings()
 
 

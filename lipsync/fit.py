@@ -150,7 +150,10 @@ def _decode(parts: Sequence[bytes]) -> _Source:
                     raise EncodeError(f"clip {index + 1} has no picture")
                 video = container.streams.video[0]
                 if not fps:
-                    fps = round(float(video.average_rate or 25)) or 25
+                    # the stream's frame rate; its average over a fragmented file's duration
+                    # is skewed by the audio's length
+                    rate = video.base_rate or video.guessed_rate or video.average_rate
+                    fps = round(float(rate or 25)) or 25
                 count = 0
                 for frame in container.decode(video):
                     if not width:

@@ -4,10 +4,12 @@ Over the persona's avatar it draws a mouth that follows the audio (five visemes 
 audio's loudness and spectrum, see :mod:`lipsync.audio_features`), blinks at natural, varied
 intervals and moves slightly, as a person on camera does: a slow sway, and a dip of the head as
 the jaw opens. Everything expensive — fitting the avatar to the output size, erasing a photo's
-own mouth, drawing every mouth and eyelid sprite, and the avatar at each of the sixteen
-quarter-pixel offsets the motion can take — happens once per avatar and is cached. A frame is
-then one copy of the right offset's picture and two or three small blends: no frame resamples
-the whole picture, and the encoder sees the same picture moved, which it codes cheaply.
+own mouth, drawing every mouth and eyelid sprite, and the avatar with a border to move
+within — happens once per avatar and is cached. A frame is then one copy of the picture at the
+frame's whole-pixel position and two or three small blends: no frame resamples the whole
+picture, and the encoder sees the same picture moved by whole pixels, which even x264's
+fastest preset finds exactly and codes cheaply. (``STEPS`` > 1 would draw fractions of a pixel
+as well, from pictures resampled once per avatar.)
 """
 
 from __future__ import annotations
@@ -32,7 +34,10 @@ BLINK_INTERVAL_S = (2.2, 5.5)  # seconds between blinks, drawn at random
 SWAY_PX = 1.6  # idle motion amplitude, as pixels at a 512-pixel frame
 NOD_PX = 2.0  # how far the head dips as the jaw opens
 SWAY_PERIODS_S = (3.7, 2.9)  # sideways and up-down sway: never in step
-STEPS = 4  # positions per pixel the picture moves by: quarter-pixel steps look continuous
+# Positions per pixel the picture moves by. Whole pixels: x264's fastest preset searches
+# whole-pixel motion only, and codes a quarter-pixel sway at five times the bytes (the page
+# draws its own persona at any position; `lipcast bench render` measures the MP4).
+STEPS = 1
 CACHE_SIZE = 8
 
 
@@ -84,7 +89,7 @@ class SpriteRenderer:
 
     def _frame(self, prepared: PreparedAvatar, mouth: MouthFrame, lid: float, n: int) -> Frame:
         dx, dy = motion(n, self.fps, self.size, mouth.openness)
-        # the nearest quarter-pixel position: whole pixels by slicing, the rest by picking
+        # the nearest 1/STEPS-pixel position: whole pixels by slicing, the rest by picking
         # the picture drawn at that fraction of a pixel
         qx, qy = round(dx * STEPS), round(dy * STEPS)
         (whole_x, part_x), (whole_y, part_y) = divmod(qx, STEPS), divmod(qy, STEPS)

