@@ -82,12 +82,23 @@ class EncodeOptions:
         return options
 
 
+def frame_size(frame: Frame) -> tuple[int, int]:
+    """``(width, height)`` of an RGB frame, or of I420 planes (2-D: ``height * 3 / 2`` rows)."""
+    if frame.ndim == 2:
+        return frame.shape[1], frame.shape[0] * 2 // 3
+    return frame.shape[1], frame.shape[0]
+
+
 def _yuv_frame(frame: Frame, pts: int) -> av.VideoFrame:
-    """An RGB frame as a YUV 4:2:0 video frame for x264."""
+    """An RGB frame, or I420 planes as a renderer's ``render_i420`` makes them, as a YUV 4:2:0
+    video frame for x264."""
     import av
     import cv2
 
-    yuv = np.asarray(cv2.cvtColor(frame, cv2.COLOR_RGB2YUV_I420), dtype=np.uint8)
+    if frame.ndim == 2:
+        yuv = frame
+    else:
+        yuv = np.asarray(cv2.cvtColor(frame, cv2.COLOR_RGB2YUV_I420), dtype=np.uint8)
     # wraps the array without a copy: x264 copies the picture in when it is encoded
     picture = av.VideoFrame.from_numpy_buffer(yuv, format="yuv420p")
     picture.pts = pts
@@ -113,7 +124,7 @@ def _encode(
         count = 0
         for frame in frames:
             if video is None:
-                height, width = frame.shape[:2]
+                width, height = frame_size(frame)
                 if width % 2 or height % 2:
                     raise EncodeError(f"frame size {width}x{height} must be even for H.264")
                 video = container.add_stream("libx264", rate=options.fps)
@@ -218,7 +229,7 @@ def encode_fragments(
         audio_done = 0
         for number, frame in enumerate(frames):
             if video is None:
-                height, width = frame.shape[:2]
+                width, height = frame_size(frame)
                 if width % 2 or height % 2:
                     raise EncodeError(f"frame size {width}x{height} must be even for H.264")
                 video = container.add_stream("libx264", rate=options.fps)

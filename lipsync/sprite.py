@@ -10,6 +10,10 @@ frame's whole-pixel position and two or three small blends: no frame resamples t
 picture, and the encoder sees the same picture moved by whole pixels, which even x264's
 fastest preset finds exactly and codes cheaply. (``STEPS`` > 1 would draw fractions of a pixel
 as well, from pictures resampled once per avatar.)
+
+For the encoder the same frames come as YUV 4:2:0 (:meth:`SpriteRenderer.render_i420`): the
+avatar's picture is converted once per avatar, and a frame converts only the box its sprites
+cover, instead of converting all of every frame.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from __future__ import annotations
 import math
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -51,6 +55,20 @@ class PreparedAvatar:
     eyelids: dict[float, Patch]
     margin: int  # pixels of border around each shifted picture, more than the motion's reach
     shifted: dict[tuple[int, int], Frame]  # (x, y) in steps of 1/STEPS px -> base with border
+    # (x, y) steps as above, then (x, y) parity -> that picture from that pixel on, as I420
+    planes: dict[tuple[int, int, int, int], Frame]
+    blend_cache: BlendCache = field(default_factory=dict)  # the sprites ready to blend
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Place:
+    """Where one frame's pieces go: the picture's window and the sprites over it."""
+
+    step: tuple[int, int]  # which shifted picture (PreparedAvatar.shifted)
+    top: int  # the window's corner in that picture
+    left: int
+    offset: tuple[float, float]  # the persona's motion in this frame, in pixels
+    patches: tuple[tuple[Patch, tuple[float, float]], ...]  # (sprite, centre) blended on top
 
 
 class SpriteRenderer:
@@ -87,24 +105,109 @@ class SpriteRenderer:
         for index, mouth in enumerate(track):
             yield self._frame(prepared, mouth, blinks.get(index, 0.0), start_frame + index)
 
-    def _frame(self, prepared: PreparedAvatar, mouth: MouthFrame, lid: float, n: int) -> Frame:
+    def render_i420(
+        self,
+        samples: npt.NDArray[np.float32],
+        sample_rate: int,
+        avatar: Avatar,
+        *,
+        start_frame: int = 0,
+        background: RGB | None = None,
+    ) -> Iterator[Frame]:
+        """The frames of :meth:`render` as YUV 4:2:0, what the H.264 encoder takes: OpenCV's
+        ``COLOR_RGB2YUV_I420`` layout, ``size * 3 / 2`` rows of ``size`` bytes, equal to
+        converting each RGB frame. Only the sprites' box is converted per frame; the rest is
+        copied from the avatar's picture, converted once."""
+        prepared = self.prepare(avatar, background)
+        track = mouth_track(samples, sample_rate, self.fps)
+        blinks = _blink_schedule(start_frame, len(track), self.fps, seed=avatar.key)
+        for index, mouth in enumerate(track):
+            place = self._place(prepared, mouth, blinks.get(index, 0.0), start_frame + index)
+            yield self._frame_i420(prepared, place)
+
+    def _place(self, prepared: PreparedAvatar, mouth: MouthFrame, lid: float, n: int) -> _Place:
         dx, dy = motion(n, self.fps, self.size, mouth.openness)
         # the nearest 1/STEPS-pixel position: whole pixels by slicing, the rest by picking
         # the picture drawn at that fraction of a pixel
         qx, qy = round(dx * STEPS), round(dy * STEPS)
         (whole_x, part_x), (whole_y, part_y) = divmod(qx, STEPS), divmod(qy, STEPS)
-        m = prepared.margin
-        source = prepared.shifted[(part_x, part_y)]
-        top, left = m - whole_y, m - whole_x
-        frame = source[top : top + self.size, left : left + self.size].copy()
-        offset = (qx / STEPS, qy / STEPS)
         level = min(OPENNESS_LEVELS - 1, round(mouth.openness * (OPENNESS_LEVELS - 1)))
-        paste_at(frame, prepared.mouths[(mouth.viseme, level)], prepared.geometry.mouth, offset)
+        patches = [(prepared.mouths[(mouth.viseme, level)], prepared.geometry.mouth)]
         if lid > 0:
-            patch = prepared.eyelids[lid]
-            for eye in prepared.geometry.eyes:
-                paste_at(frame, patch, eye, offset)
+            patches += [(prepared.eyelids[lid], eye) for eye in prepared.geometry.eyes]
+        return _Place(
+            step=(part_x, part_y),
+            top=prepared.margin - whole_y,
+            left=prepared.margin - whole_x,
+            offset=(qx / STEPS, qy / STEPS),
+            patches=tuple(patches),
+        )
+
+    def _frame(self, prepared: PreparedAvatar, mouth: MouthFrame, lid: float, n: int) -> Frame:
+        place = self._place(prepared, mouth, lid, n)
+        source = prepared.shifted[place.step]
+        top, left = place.top, place.left
+        frame = source[top : top + self.size, left : left + self.size].copy()
+        for patch, centre in place.patches:
+            paste_at(frame, patch, centre, place.offset, prepared.blend_cache)
         return frame
+
+    def _frame_i420(self, prepared: PreparedAvatar, place: _Place) -> Frame:
+        import cv2
+
+        size = self.size
+        top, left = place.top, place.left
+        # the picture converted from the window's parity on: the window starts on even pixels
+        planes = prepared.planes[(*place.step, left % 2, top % 2)]
+        y0, x0 = top - top % 2, left - left % 2
+        frame = np.empty((size * 3 // 2, size), np.uint8)
+        frame[:size] = planes[y0 : y0 + size, x0 : x0 + size]
+        for chroma in (0, 1):  # U, then V: quarter-size planes
+            _plane(frame, size, chroma)[:] = _plane(planes, planes.shape[1], chroma)[
+                y0 // 2 : (y0 + size) // 2, x0 // 2 : (x0 + size) // 2
+            ]
+        # the sprites, blended in RGB over their box of the picture, then converted
+        bx0, by0, bx1, by1 = _sprite_box(place, size)
+        if bx1 <= bx0 or by1 <= by0:
+            return frame
+        source = prepared.shifted[place.step]
+        box = source[top + by0 : top + by1, left + bx0 : left + bx1].copy()
+        for patch, (cx, cy) in place.patches:
+            paste_at(box, patch, (cx - bx0, cy - by0), place.offset, prepared.blend_cache)
+        small = np.asarray(cv2.cvtColor(box, cv2.COLOR_RGB2YUV_I420), np.uint8)
+        height, width = by1 - by0, bx1 - bx0
+        frame[by0:by1, bx0:bx1] = small[:height]
+        for chroma in (0, 1):
+            _plane(frame, size, chroma)[by0 // 2 : by1 // 2, bx0 // 2 : bx1 // 2] = _plane(
+                small, width, chroma
+            )
+        return frame
+
+
+def _plane(i420: Frame, width: int, chroma: int) -> Frame:
+    """The U (``chroma`` 0) or V (1) plane of contiguous I420 planes ``width`` pixels wide, as
+    a 2-D view (the planes follow each other byte by byte, not row by row)."""
+    height = i420.shape[0] * 2 // 3
+    area = height * width
+    start = area + chroma * (area // 4)
+    return i420.reshape(-1)[start : start + area // 4].reshape(height // 2, width // 2)
+
+
+def _sprite_box(place: _Place, size: int) -> tuple[int, int, int, int]:
+    """The even-aligned box of the frame that ``place``'s sprites touch (as :func:`paste_at`
+    places them): ``(x0, y0, x1, y1)``, within the frame."""
+    x0 = y0 = size
+    x1 = y1 = 0
+    for patch, (cx, cy) in place.patches:
+        height, width = patch.shape[:2]
+        left = cx + place.offset[0] - width / 2
+        top = cy + place.offset[1] - height / 2
+        px, py = math.floor(left), math.floor(top)
+        x0, y0 = min(x0, px), min(y0, py)
+        x1, y1 = max(x1, px + width + 1), max(y1, py + height + 1)  # + the moved edge
+    x0, y0 = max(0, x0 - x0 % 2), max(0, y0 - y0 % 2)
+    x1, y1 = min(size, x1 + x1 % 2), min(size, y1 + y1 % 2)
+    return x0, y0, x1, y1
 
 
 def motion(n: int, fps: int, size: int, openness: float) -> tuple[float, float]:
@@ -123,18 +226,56 @@ def motion(n: int, fps: int, size: int, openness: float) -> tuple[float, float]:
 
 
 def paste_at(
-    frame: Frame, patch: Patch, centre: tuple[float, float], offset: tuple[float, float]
+    frame: Frame,
+    patch: Patch,
+    centre: tuple[float, float],
+    offset: tuple[float, float],
+    cache: BlendCache | None = None,
 ) -> None:
-    """Blend ``patch`` centred at ``centre`` moved by ``offset``, to the fraction of a pixel."""
-    import cv2
+    """Blend ``patch`` centred at ``centre`` moved by ``offset``, to the fraction of a pixel.
 
+    ``cache`` keeps each patch ready to blend at each fraction of a pixel it was placed at
+    (the renderer's: a patch at whole-pixel offsets always has the same fraction)."""
     height, width = patch.shape[:2]
     left = centre[0] + offset[0] - width / 2
     top = centre[1] + offset[1] - height / 2
     x0, y0 = math.floor(left), math.floor(top)
     fx, fy = left - x0, top - y0
+    key = (id(patch), fx, fy)
+    ready = cache.get(key) if cache is not None else None
+    if ready is None:
+        ready = _ready_to_blend(patch, fx, fy)
+        if cache is not None:
+            cache[key] = ready
+    keep, colour = ready
+    height, width = keep.shape[:2]
+    fx0, fy0 = max(0, x0), max(0, y0)
+    fx1, fy1 = min(frame.shape[1], x0 + width), min(frame.shape[0], y0 + height)
+    if fx1 <= fx0 or fy1 <= fy0:
+        return
+    rows, columns = slice(fy0 - y0, fy1 - y0), slice(fx0 - x0, fx1 - x0)
+    target = frame[fy0:fy1, fx0:fx1]
+    # colour * 255 + frame * (1 - alpha), rounded: never above 255, so no clipping is needed
+    blended = target.astype(np.float32)
+    blended *= keep[rows, columns]
+    blended += colour[rows, columns]
+    np.copyto(target, blended, casting="unsafe")
+
+
+# (id of a patch, fraction of a pixel x, y) -> (1 - alpha, colour * 255 + 0.5)
+BlendCache = dict[tuple[int, float, float], tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]]
+
+
+def _ready_to_blend(
+    patch: Patch, fx: float, fy: float
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    """``patch`` moved by ``(fx, fy)`` of a pixel, as what blending it takes: 1 - alpha, and
+    the premultiplied colour scaled to 0..255 with the rounding's half added."""
+    import cv2
+
     if fx or fy:
         # a premultiplied patch interpolates correctly; one more pixel holds the moved edge
+        height, width = patch.shape[:2]
         matrix = np.array([[1.0, 0.0, fx], [0.0, 1.0, fy]], np.float32)
         patch = np.asarray(
             cv2.warpAffine(
@@ -147,18 +288,9 @@ def paste_at(
             ),
             np.float32,
         )
-        height, width = height + 1, width + 1
-    fx0, fy0 = max(0, x0), max(0, y0)
-    fx1, fy1 = min(frame.shape[1], x0 + width), min(frame.shape[0], y0 + height)
-    if fx1 <= fx0 or fy1 <= fy0:
-        return
-    part = patch[fy0 - y0 : fy1 - y0, fx0 - x0 : fx1 - x0]
-    target = frame[fy0:fy1, fx0:fx1]
-    # colour * 255 + frame * (1 - alpha), rounded: never above 255, so no clipping is needed
-    blended = target.astype(np.float32)
-    blended *= 1.0 - part[..., 3:4]
-    blended += part[..., :3] * 255.0 + 0.5
-    np.copyto(target, blended, casting="unsafe")
+    keep = np.asarray(1.0 - patch[..., 3:4], np.float32)
+    colour = np.asarray(patch[..., :3] * 255.0 + 0.5, np.float32)
+    return keep, colour
 
 
 def _blink_schedule(start: int, count: int, fps: int, *, seed: str) -> dict[int, float]:
@@ -194,14 +326,32 @@ def _prepare(avatar: Avatar, size: int, background: RGB) -> PreparedAvatar:
         closure: draw_eyelid(geometry.eye_size, closure, skin) for closure in set(BLINK_CLOSURE)
     }
     margin = math.ceil((SWAY_PX + NOD_PX) * size / 512) + 2
+    shifted = _shifted(base, margin)
     return PreparedAvatar(
         base=base,
         geometry=geometry,
         mouths=mouths,
         eyelids=eyelids,
         margin=margin,
-        shifted=_shifted(base, margin),
+        shifted=shifted,
+        planes=_planes(shifted),
     )
+
+
+def _planes(shifted: dict[tuple[int, int], Frame]) -> dict[tuple[int, int, int, int], Frame]:
+    """Each shifted picture as I420 from each pixel parity on (cut to even sides), so that a
+    frame's window of it starts on the chroma grid whatever its position."""
+    import cv2
+
+    planes: dict[tuple[int, int, int, int], Frame] = {}
+    for (i, j), picture in shifted.items():
+        height, width = picture.shape[:2]
+        for px in (0, 1):
+            for py in (0, 1):
+                part = picture[py : py + (height - py) // 2 * 2, px : px + (width - px) // 2 * 2]
+                converted = cv2.cvtColor(np.ascontiguousarray(part), cv2.COLOR_RGB2YUV_I420)
+                planes[(i, j, px, py)] = np.asarray(converted, np.uint8)
+    return planes
 
 
 def _shifted(base: Frame, margin: int) -> dict[tuple[int, int], Frame]:

@@ -11,7 +11,7 @@ import pytest
 from lipsync.audio_features import Viseme, analyse, classify, frame_count, mouth_track
 from lipsync.avatar import Avatar, load_avatar
 from lipsync.encode import EncodeOptions, encode_mp4_bytes
-from lipsync.sprite import SpriteRenderer
+from lipsync.sprite import SpriteRenderer, _blink_schedule
 from personas import load_persona
 from pipeline.audio import AudioChunk, concat
 from pipeline.jobs.render import avatar_for
@@ -179,3 +179,23 @@ async def test_a_reply_rendered_in_parts_moves_and_blinks_as_one_take() -> None:
     assert join <= max(steps)
     for a, b in zip(second[5:], whole[cut + 5 :], strict=False):
         assert np.array_equal(a, b)  # past the new clip's first mouth frames, the very same
+
+
+@pytest.mark.parametrize(("source", "size"), [("cohost", 512), ("photo", 250)])
+async def test_frames_for_the_encoder_are_the_rgb_frames_converted(source: str, size: int) -> None:
+    import cv2
+
+    avatar = _avatar(source)
+    audio = await speech_with_pauses()
+    renderer = SpriteRenderer(fps=FPS, size=size)
+    for start in (0, 1):  # the head at every whole-pixel position, odd and even
+        rgb = list(renderer.render(audio.samples, audio.sample_rate, avatar, start_frame=start))
+        i420 = list(
+            renderer.render_i420(audio.samples, audio.sample_rate, avatar, start_frame=start)
+        )
+        assert len(i420) == len(rgb)
+        assert _blink_schedule(start, len(rgb), FPS, seed=avatar.key)  # eyelids drawn too
+        for index, (picture, planes) in enumerate(zip(rgb, i420, strict=True)):
+            expected = cv2.cvtColor(picture, cv2.COLOR_RGB2YUV_I420)
+            assert planes.shape == (size * 3 // 2, size)
+            assert np.array_equal(planes, expected), f"frame {index} from {start}"

@@ -30,7 +30,7 @@ import numpy as np
 from lipcast.wiring import build_clip_renderer, persona_from_settings
 from lipsync.avatar import hex_to_rgb
 from lipsync.encode import EncodeOptions, encode_mp4_bytes
-from lipsync.renderer import Frame
+from lipsync.renderer import Frame, frames_for_encoder
 from pipeline.audio import AudioChunk
 
 if TYPE_CHECKING:
@@ -118,8 +118,10 @@ def run(args: argparse.Namespace, context: Context) -> dict[str, Any]:
         audio = asyncio.run(speak())
         tts_times.append(time.perf_counter() - started)
 
-        started = time.perf_counter()
-        frames = list(renderer.render(audio.samples, audio.sample_rate, avatar, background=bg))
+        started = time.perf_counter()  # the frames as the chain makes them for the encoder
+        frames = list(
+            frames_for_encoder(renderer, audio.samples, audio.sample_rate, avatar, background=bg)
+        )
         render_times.append(time.perf_counter() - started)
 
         seconds, clip = _encode_timed(frames, audio, clips.encode)
@@ -133,6 +135,8 @@ def run(args: argparse.Namespace, context: Context) -> dict[str, Any]:
         total_cpu.append(time.process_time() - cpu)
     assert audio is not None
     duration = audio.duration_s
+    # the pictures as RGB, to measure the clips against
+    frames = list(renderer.render(audio.samples, audio.sample_rate, avatar, background=bg))
     video_kb = round((len(clip) - _audio_bytes(clip)) / 1024)
     before_kb = round((len(before) - _audio_bytes(before)) / 1024)
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from lipsync.avatar import Avatar, FaceGeometry, hex_to_rgb, load_avatar
 from lipsync.encode import EncodeOptions, encode_fragments, encode_mp4_bytes, encode_mp4_file
 from lipsync.errors import LipsyncError
-from lipsync.renderer import Frame, Renderer
+from lipsync.renderer import Frame, Renderer, frames_for_encoder
 from lipsync.sprite import SpriteRenderer
 from lipsync.timeline import TIMELINE_CONTENT_TYPE, Timeline, sprite_timeline
 from personas import Persona
@@ -233,7 +233,8 @@ class ClipRenderer:
 
         def frames() -> Iterator[Frame]:
             nonlocal render_s, count
-            source = self.renderer.render(
+            source = frames_for_encoder(
+                self.renderer,
                 audio.samples,
                 audio.sample_rate,
                 avatar,
@@ -299,7 +300,8 @@ class ClipRenderer:
 
             def frames() -> Iterator[Frame]:
                 nonlocal render_s
-                source = self.renderer.render(
+                source = frames_for_encoder(
+                    self.renderer,
                     audio.samples,
                     audio.sample_rate,
                     avatar,
