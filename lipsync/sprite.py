@@ -100,10 +100,8 @@ class SpriteRenderer:
     ) -> Iterator[Frame]:
         """Frames at ``fps`` covering the audio exactly (``round(duration * fps)``, at least 1)."""
         prepared = self.prepare(avatar, background)
-        track = mouth_track(samples, sample_rate, self.fps)
-        blinks = _blink_schedule(start_frame, len(track), self.fps, seed=avatar.key)
-        for index, mouth in enumerate(track):
-            yield self._frame(prepared, mouth, blinks.get(index, 0.0), start_frame + index)
+        for place in self._places(prepared, samples, sample_rate, avatar, start_frame):
+            yield self._frame(prepared, place)
 
     def render_i420(
         self,
@@ -119,11 +117,22 @@ class SpriteRenderer:
         converting each RGB frame. Only the sprites' box is converted per frame; the rest is
         copied from the avatar's picture, converted once."""
         prepared = self.prepare(avatar, background)
+        for place in self._places(prepared, samples, sample_rate, avatar, start_frame):
+            yield self._frame_i420(prepared, place)
+
+    def _places(
+        self,
+        prepared: PreparedAvatar,
+        samples: npt.NDArray[np.float32],
+        sample_rate: int,
+        avatar: Avatar,
+        start_frame: int,
+    ) -> Iterator[_Place]:
+        """Where each frame's pieces go: the mouth track, the blinks and the motion."""
         track = mouth_track(samples, sample_rate, self.fps)
         blinks = _blink_schedule(start_frame, len(track), self.fps, seed=avatar.key)
         for index, mouth in enumerate(track):
-            place = self._place(prepared, mouth, blinks.get(index, 0.0), start_frame + index)
-            yield self._frame_i420(prepared, place)
+            yield self._place(prepared, mouth, blinks.get(index, 0.0), start_frame + index)
 
     def _place(self, prepared: PreparedAvatar, mouth: MouthFrame, lid: float, n: int) -> _Place:
         dx, dy = motion(n, self.fps, self.size, mouth.openness)
@@ -143,8 +152,7 @@ class SpriteRenderer:
             patches=tuple(patches),
         )
 
-    def _frame(self, prepared: PreparedAvatar, mouth: MouthFrame, lid: float, n: int) -> Frame:
-        place = self._place(prepared, mouth, lid, n)
+    def _frame(self, prepared: PreparedAvatar, place: _Place) -> Frame:
         source = prepared.shifted[place.step]
         top, left = place.top, place.left
         frame = source[top : top + self.size, left : left + self.size].copy()

@@ -216,6 +216,19 @@ class ClipRenderer:
                 await work
             raise
 
+    def _frames(
+        self, audio: AudioChunk, persona: Persona, avatar: Avatar, start_frame: int
+    ) -> Iterator[Frame]:
+        """The renderer's frames of ``audio``, as the encoder takes them best."""
+        return frames_for_encoder(
+            self.renderer,
+            audio.samples,
+            audio.sample_rate,
+            avatar,
+            start_frame=start_frame,
+            background=hex_to_rgb(persona.spec.avatar.background),
+        )
+
     def _render_sync(
         self,
         audio: AudioChunk,
@@ -233,14 +246,7 @@ class ClipRenderer:
 
         def frames() -> Iterator[Frame]:
             nonlocal render_s, count
-            source = frames_for_encoder(
-                self.renderer,
-                audio.samples,
-                audio.sample_rate,
-                avatar,
-                start_frame=start_frame,
-                background=hex_to_rgb(persona.spec.avatar.background),
-            )
+            source = self._frames(audio, persona, avatar, start_frame)
             while True:
                 if stop.is_set():
                     raise RenderCancelled("the render was cancelled")
@@ -290,7 +296,6 @@ class ClipRenderer:
         avatar = await loop.run_in_executor(None, self.avatar, persona)
         pieces: asyncio.Queue[bytes | Exception | None] = asyncio.Queue()
         stop = threading.Event()
-        background = hex_to_rgb(persona.spec.avatar.background)
 
         def work() -> None:
             def put(item: bytes | Exception | None) -> None:
@@ -300,14 +305,7 @@ class ClipRenderer:
 
             def frames() -> Iterator[Frame]:
                 nonlocal render_s
-                source = frames_for_encoder(
-                    self.renderer,
-                    audio.samples,
-                    audio.sample_rate,
-                    avatar,
-                    start_frame=start_frame,
-                    background=background,
-                )
+                source = self._frames(audio, persona, avatar, start_frame)
                 while not stop.is_set():
                     begun = time.perf_counter()
                     frame = next(source, None)
