@@ -15,7 +15,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lipcast.config import Secrets, Settings
+from lipcast.config import Secrets, Settings, user_data_dir
 from lipsync.encode import EncodeOptions
 from lipsync.renderer import Renderer
 from obs_overlay.clip_store import ClipStore
@@ -88,6 +88,11 @@ def build_stt(settings: Settings, secrets: Secrets, *, backend: str | None = Non
     return stt
 
 
+def voice_live_report() -> Path:
+    """Where a running voice feature writes its doctor lines, and ``lipcast doctor`` reads them."""
+    return user_data_dir() / "voice-receive.json"
+
+
 def build_voice_feature(settings: Settings, secrets: Secrets) -> VoiceFeature:
     """The Discord adapter's voice feature (``/join``, ``/leave``, spoken replies) as ``[voice]``
     and ``[stt]`` configure it (not set up: the adapter does that)."""
@@ -114,6 +119,7 @@ def build_voice_feature(settings: Settings, secrets: Secrets) -> VoiceFeature:
         rejoin_after_failures=voice.rejoin_after_failures,
         language=settings.persona.language,
         auto_join=tuple(int(route.channel) for route in settings.routes if route.join),
+        live_report=voice_live_report(),
     )
     return VoiceFeature(stt=build_stt(settings, secrets), options=options)
 

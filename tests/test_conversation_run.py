@@ -189,8 +189,8 @@ async def test_a_streamed_reply_over_either_job_queue(backend: str) -> None:
 
 
 async def test_clips_reach_the_obs_overlay_and_a_skip_there_stops_the_turn() -> None:
-    from lipcast.commands.run import OverlaySink
     from obs_overlay.server import OverlayServer
+    from obs_overlay.sink import OverlaySink
     from pipeline.conversation.turns import ConversationOptions
     from pipeline.services.llm import OpenAIChatLLM
     from tests.conversation_support import RecordingHandler, cohost, say

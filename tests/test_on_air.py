@@ -10,9 +10,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from lipcast.commands.run import OverlaySink
 from obs_overlay.events import PlaybackReport
 from obs_overlay.server import OverlayServer
+from obs_overlay.sink import OverlaySink
 from pipeline.conversation.turns import Conversation
 from pipeline.sinks.queued import QueuedSink
 from pipeline.utterance import Control

@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from lipcast.benchmarks.page import CHROMIUM_ARGS
 from lipcast.commands.overlay import OverlayLine, publish_line, render_lines
 from lipcast.config import Settings, load_secrets, parse_settings
 from lipcast.wiring import build_clip_renderer, persona_atlas, persona_from_settings
@@ -37,15 +38,6 @@ pytestmark = pytest.mark.browser
 REPO = Path(__file__).resolve().parent.parent
 MAX_VIDEO_GAP_MS = 100.0
 MAX_SENTENCE_GAP_MS = 20.0
-CHROMIUM_ARGS = [
-    "--autoplay-policy=no-user-gesture-required",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 LINES = (
     "Hey Ada, good question!",
     "I draw every sentence live, in time with my voice.",
@@ -480,3 +472,29 @@ async def test_a_reply_that_cannot_begin_before_its_deadline_is_never_shown(
         await _publish_turn(server, "next", product.sprite[:1], viewer="eve")
         await _wait_count(page, "play", 3)
         assert (await _log(page, "play"))[-1]["turn_id"] == "next"
+
+
+def test_bench_turn_reports_the_first_frame_shown_after_the_first_clip_is_ready(
+    tmp_path: Path,
+) -> None:
+    import json
+    import subprocess
+    import sys
+
+    chromium = _chromium()
+    text = "Hello there, my friend. That is all for now."
+    command = ["bench", "turn", "--turns", "1", "--text", text, "--chromium", chromium]
+    done = subprocess.run(
+        [sys.executable, "-m", "lipcast", *command],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    figures = json.loads(done.stdout)
+    # the page draws the reply's first talking frame once its first clip is ready, not before
+    assert figures["first_clip_ready_s"] <= figures["first_frame_shown_s"]
+    assert figures["first_frame_shown_after_last_token_s"] > 0
+    assert figures["first_frame_shown_s"] < figures["last_clip_ready_s"] + figures["reply_audio_s"]

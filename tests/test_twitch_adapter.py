@@ -280,8 +280,8 @@ async def test_a_question_is_answered_in_chat_as_a_reply_and_in_the_overlay(
 async def test_the_reply_reaches_the_real_overlay_server_and_chat(
     twitch: FakeTwitch, stub: OpenAIStub, tmp_path: Path
 ) -> None:
-    from lipcast.commands.run import OverlaySink
     from obs_overlay.server import OverlayServer
+    from obs_overlay.sink import OverlaySink
 
     overlay = OverlayServer(host="127.0.0.1", port=0)
     await overlay.start()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import discord
@@ -14,7 +15,12 @@ import pytest
 from discord import app_commands
 
 from bots.discord.voice.client import ListeningVoiceClient
-from bots.discord.voice.feature import DiscordPoster, VoiceFeature, VoiceOptions
+from bots.discord.voice.feature import (
+    DiscordPoster,
+    VoiceFeature,
+    VoiceOptions,
+    read_live_report,
+)
 from bots.discord.voice.receive import ConnectionKeys
 from pipeline.services.stt.openai import OpenAISTT
 from pipeline.speech.vad import SileroVAD
@@ -128,7 +134,7 @@ class Joined:
 
 
 async def test_routes_voice_channel_is_joined_when_ready_and_not_after_leave(
-    fake: FakeDiscord, monkeypatch: pytest.MonkeyPatch
+    fake: FakeDiscord, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     connected: list[Joined] = []
 
@@ -149,8 +155,10 @@ async def test_routes_voice_channel_is_joined_when_ready_and_not_after_leave(
     client._connection._add_guild_from_data(payload)  # type: ignore[arg-type]
     tree = app_commands.CommandTree(client)
     stt = OpenAISTT(base_url="http://127.0.0.1:9/v1")  # never reached: nobody speaks
-    options = VoiceOptions(auto_join=(VOICE_ID, CHANNEL_ID, UNKNOWN_ID))
+    report = tmp_path / "voice-receive.json"
+    options = VoiceOptions(auto_join=(VOICE_ID, CHANNEL_ID, UNKNOWN_ID), live_report=report)
     feature = VoiceFeature(stt=stt, options=options, vad=SileroVAD())
+    feature.live_report_every_s = 0.05
     await feature.setup(client, tree, Nobody())
     before = await feature.check()
     assert any("joined when lipcast runs" in line.detail and line.ok for line in before)
@@ -166,6 +174,17 @@ async def test_routes_voice_channel_is_joined_when_ready_and_not_after_leave(
     assert lines[f"voice channel {VOICE_ID} (a route's join): joined"] is True
     not_voice = f"voice channel {CHANNEL_ID} (a route's join): #general is not a voice channel"
     assert lines[not_voice] is False
+    # what `lipcast doctor` reads from this running process
+    await until(lambda: bool(read_live_report(report)) and len(read_live_report(report) or []) == 4)
+    live = {line.detail: line.ok for line in read_live_report(report) or []}
+    assert live[not_voice] is False
+    assert (
+        live[
+            f"voice receive in channel {VOICE_ID}: 0 speakers, 0 packets, 0 not decryptable "
+            "(DAVE), 0 corrupt, 0 lost"
+        ]
+        is True
+    )
 
     client.dispatch("ready")  # a new gateway session: already there, not joined twice
     await asyncio.sleep(0.2)
@@ -181,4 +200,5 @@ async def test_routes_voice_channel_is_joined_when_ready_and_not_after_leave(
     await until(lambda: "/leave" in feature.auto_joined[VOICE_ID])
     assert len(connected) == 1
     await feature.close()
+    assert not report.exists()  # no lipcast hears there any more
     await client.close()

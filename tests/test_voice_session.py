@@ -7,6 +7,7 @@ replaced: a player thread reads the source every 20 ms as discord.py's ``AudioPl
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import threading
@@ -21,7 +22,12 @@ import pytest
 from discord.gateway import DiscordVoiceWebSocket
 
 from bots.discord.voice.client import ListeningVoiceClient
-from bots.discord.voice.feature import VoiceOptions, VoiceSession, receive_report
+from bots.discord.voice.feature import (
+    VoiceOptions,
+    VoiceSession,
+    receive_report,
+    write_live_report,
+)
 from bots.discord.voice.playback import FRAME_BYTES, SpeechSource
 from pipeline.audio import AudioChunk
 from pipeline.clips import Clip, TurnInfo
@@ -356,6 +362,24 @@ async def test_sustained_decrypt_failures_rejoin_and_show_in_doctor(
     assert not line.ok
     await wait_for(lambda: "40 packets not decryptable (DAVE)" in caplog.text, 5)
     assert "Ada: 40 DAVE, 0 corrupt" in caplog.text
+
+    # `lipcast doctor`, another process, reads what the running feature writes every 5 s
+    from lipcast.cli import Context
+    from lipcast.commands import doctor
+    from lipcast.config import Secrets, Settings
+    from lipcast.wiring import voice_live_report
+
+    write_live_report(voice_live_report(), [line])
+    context = Context(settings=Settings(), secrets=Secrets(), config_path=None)
+    checks = await asyncio.to_thread(doctor.checks, context)  # it runs its own event loop
+    [live] = [check for check in checks if check.topic == "voice.live"]
+    assert live.status == "FAIL" and "40 not decryptable (DAVE)" in live.detail
+    stale = json.loads(voice_live_report().read_text())
+    stale["written_at"] -= 120  # that lipcast stopped two minutes ago
+    voice_live_report().write_text(json.dumps(stale))
+    checks = await asyncio.to_thread(doctor.checks, context)
+    assert not [check for check in checks if check.topic == "voice.live"]
+    voice_live_report().unlink()
 
 
 async def test_feature_registers_join_and_leave_and_plays_only_its_channels(

@@ -26,14 +26,20 @@ import argparse
 import asyncio
 import io
 import statistics
-import tempfile
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from lipcast.benchmarks.page import (
+    CHROMIUM,
+    log_length,
+    overlay_page,
+    reply_log,
+    require_playwright,
+    wait_logged,
+)
 from lipcast.benchmarks.standin_llm import StandInChatServer, tokenize
 from lipcast.benchmarks.turn import REPLY, _espeak_sprite
-from lipcast.commands.run import OverlaySink
 from lipcast.wiring import (
     build_conversation,
     build_job_handler,
@@ -41,6 +47,7 @@ from lipcast.wiring import (
     persona_from_settings,
 )
 from obs_overlay.server import OverlayServer
+from obs_overlay.sink import OverlaySink
 from pipeline.errors import LipcastError
 from pipeline.jobs.queue.base import QueueOptions
 from pipeline.jobs.queue.memory import MemoryJobQueue
@@ -59,15 +66,6 @@ GOALS = {
     "background_alpha_zero": 0.99,
     "sentence_gap_max_ms": 20.0,
 }
-CHROMIUM_ARGS = [
-    "--autoplay-policy=no-user-gesture-required",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 _FACE_MARGIN_PX = 4
 
 
@@ -76,24 +74,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--turns", type=int, default=3, help="measured turns (median kept)")
     parser.add_argument("--persona", help="persona that speaks (default: bot.toml)")
     parser.add_argument("--text", default=REPLY, help="the reply the model streams")
-    parser.add_argument(
-        "--chromium", default="/usr/bin/chromium", help="the Chromium executable to drive"
-    )
+    parser.add_argument("--chromium", default=CHROMIUM, help="the Chromium executable to drive")
 
 
 def run(args: argparse.Namespace, context: Context) -> dict[str, Any]:
-    try:
-        from playwright.async_api import async_playwright  # noqa: F401
-    except ImportError as err:
-        raise LipcastError(
-            'lipcast bench overlay drives Chromium with Playwright: pip install -e ".[dev]"'
-        ) from err
+    require_playwright("overlay")
     return asyncio.run(_bench(args, context))
 
 
 async def _bench(args: argparse.Namespace, context: Context) -> dict[str, Any]:
-    from playwright.async_api import async_playwright
-
     settings = _espeak_sprite(context.settings)
     persona = persona_from_settings(settings, args.persona)
     atlas = await asyncio.to_thread(persona_atlas, settings, persona)
@@ -127,36 +116,20 @@ async def _bench(args: argparse.Namespace, context: Context) -> dict[str, Any]:
     gaps_ms: list[float] = []
     shots: dict[str, np.ndarray] = {}
     try:
-        with tempfile.TemporaryDirectory(prefix="lipcast-bench-chromium-") as profile:
-            async with async_playwright() as playwright:
-                browser = await playwright.chromium.launch_persistent_context(
-                    profile,
-                    executable_path=args.chromium,
-                    args=CHROMIUM_ARGS,
-                    headless=True,
-                    viewport={"width": size, "height": size},
+        url = f"{overlay.url}?motion=0&captions=0&banner=0"
+        async with overlay_page(url, size=size, chromium=args.chromium) as page:
+            await page.wait_for_timeout(200)
+            shots["idle"] = _rgba(await page.screenshot(omit_background=True))
+            for turn in range(args.turns + 1):  # the first one warms up
+                first_wall, breakdown, gaps, talking = await _turn(
+                    page, conversation, chat, turn, screenshot=turn == 1
                 )
-                try:
-                    page = browser.pages[0] if browser.pages else await browser.new_page()
-                    await page.goto(f"{overlay.url}?motion=0&captions=0&banner=0")
-                    await page.wait_for_function(
-                        "() => window.lipcastOverlay && window.lipcastOverlay.state().persona",
-                        timeout=10_000,
-                    )
-                    await page.wait_for_timeout(200)
-                    shots["idle"] = _rgba(await page.screenshot(omit_background=True))
-                    for turn in range(args.turns + 1):  # the first one warms up
-                        first_wall, breakdown, gaps, talking = await _turn(
-                            page, conversation, chat, turn, screenshot=turn == 1
-                        )
-                        if turn > 0:
-                            after_token.append(first_wall)
-                            breakdowns.append(breakdown)
-                            gaps_ms.extend(gaps)
-                        if talking is not None:
-                            shots["talking"] = talking
-                finally:
-                    await browser.close()
+                if turn > 0:
+                    after_token.append(first_wall)
+                    breakdowns.append(breakdown)
+                    gaps_ms.extend(gaps)
+                if talking is not None:
+                    shots["talking"] = talking
     finally:
         await conversation.close()
         worker.stop()
@@ -202,29 +175,18 @@ async def _turn(
 ) -> tuple[float, dict[str, float], list[float], np.ndarray | None]:
     """One reply on the page: the first frame after the last token, where that time went,
     the gaps between sentences, and a screenshot while it talks (when asked)."""
-    log_before = await page.evaluate("() => window.lipcastOverlay.log.length")
+    log_before = await log_length(page)
     message = Utterance(platform="bench", channel="bench", user=f"viewer{turn}", text="hi")
     talking = None
     respond = asyncio.create_task(conversation.respond(message, "hi"), name="bench-overlay-turn")
     if screenshot:
-        await page.wait_for_function(
-            "(n) => window.lipcastOverlay.log.slice(n).some(e => e.event === 'first-frame')",
-            arg=log_before,
-            timeout=60_000,
-        )
+        await wait_logged(page, log_before, "first-frame", timeout_s=60)
         await page.wait_for_timeout(300)
         talking = _rgba(await page.screenshot(omit_background=True))
     report = await respond
     if report.outcome != "completed":
         raise LipcastError(f"bench overlay turn {turn}: {report.outcome} {report.error}")
-    await page.wait_for_function(
-        "(n) => window.lipcastOverlay.log.slice(n).some(e => e.event === 'idle')",
-        arg=log_before,
-        timeout=120_000,
-    )
-    entries: list[dict[str, Any]] = await page.evaluate(
-        "(n) => window.lipcastOverlay.log.slice(n)", log_before
-    )
+    entries = await reply_log(page, log_before)
     first_text = report.released[0]
     assert isinstance(chat.reply, str)  # one fixed reply, streamed for every turn
     ends_sentence = _token_ending(tokenize(chat.reply), first_text)

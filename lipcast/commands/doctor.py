@@ -15,7 +15,12 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from lipcast.config import SECRET_VARIABLES
-from lipcast.wiring import build_adapter, build_clip_renderer, persona_from_settings
+from lipcast.wiring import (
+    build_adapter,
+    build_clip_renderer,
+    persona_from_settings,
+    voice_live_report,
+)
 from pipeline.errors import LipcastError
 from pipeline.jobs.queue.rabbitmq import safe_url
 from pipeline.services.openai_client import needs_api_key
@@ -209,11 +214,15 @@ def _voice(settings: Settings) -> list[Check]:
             )
         )
         return found
-    from bots.discord.voice.feature import voice_requirements
+    from bots.discord.voice.feature import read_live_report, voice_requirements
 
     for line in voice_requirements():
         status = "ok" if line.ok and not line.warning else ("warn" if line.ok else "FAIL")
         found.append(Check(status if needed or status == "ok" else "info", "voice", line.detail))
+    # what the running lipcast hears now: joined channels, packets, decryption failures
+    for line in read_live_report(voice_live_report()) or []:
+        status = "ok" if line.ok and not line.warning else ("warn" if line.ok else "FAIL")
+        found.append(Check(status, "voice.live", line.detail))
     return found
 
 

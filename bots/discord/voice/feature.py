@@ -19,9 +19,14 @@ channel, in order. In a joined channel:
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
+import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from bots.base import Readiness
@@ -45,6 +50,8 @@ log = logging.getLogger(__name__)
 
 TICK_S = 0.05  # how often silence after the last packet is checked
 FAILURE_REPORT_S = 60.0  # how often new decryption failures are summed up in the log
+LIVE_REPORT_S = 5.0  # how often the running feature writes its doctor lines (live_report)
+LIVE_REPORT_STALE_S = 30.0  # an older report is from a lipcast that no longer runs
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -59,6 +66,8 @@ class VoiceOptions:
     rejoin_after_failures: int = 36
     language: str | None = None  # a hint for speech-to-text; None: the backend guesses
     auto_join: tuple[int, ...] = ()  # voice channel ids joined on connecting (routes' join)
+    # while lipcast runs, the joined channels' receive counts go here for `lipcast doctor`
+    live_report: Path | None = None
 
 
 class VoiceLink(Protocol):
@@ -267,7 +276,7 @@ class VoiceSession:
         )
         log.warning(
             "voice receive in channel %s: %d packets not decryptable (DAVE) and %d corrupt since "
-            "the last report (%s); `lipcast doctor` shows the totals while connected",
+            "the last report (%s); `lipcast doctor` shows the totals while lipcast runs",
             self.channel_id,
             dave - last_dave,
             transport - last_transport,
@@ -399,6 +408,7 @@ class VoiceFeature:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._left: set[int] = set()  # guilds where /leave was used: not joined again by routes
         self.auto_joined: dict[int, str] = {}  # a route's voice channel -> how joining it went
+        self.live_report_every_s = LIVE_REPORT_S
 
     async def setup(self, client: Any, tree: Any, listener: Listener) -> None:
         """Register ``/join`` and ``/leave`` on ``tree``; load the VAD and STT models."""
@@ -432,6 +442,28 @@ class VoiceFeature:
             task = asyncio.create_task(self._join_on_ready(), name="voice-auto-join")
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+        if self.options.live_report is not None:
+            task = asyncio.create_task(
+                self._write_live_report(self.options.live_report), name="voice-live-report"
+            )
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _write_live_report(self, path: Path) -> None:
+        """Every few seconds, the doctor lines only this process knows (the routes' channels,
+        the joined channels' packets and failures) to ``path``, for ``lipcast doctor``."""
+        try:
+            while True:
+                lines = [*self._route_lines(), *receive_report(list(self._sessions.values()))]
+                try:
+                    await asyncio.to_thread(write_live_report, path, lines)
+                except OSError as err:
+                    log.warning("voice: cannot write %s for lipcast doctor: %s", path, err)
+                    return
+                await asyncio.sleep(self.live_report_every_s)
+        finally:  # this lipcast no longer hears: no report
+            with contextlib.suppress(OSError):
+                await asyncio.to_thread(path.unlink, missing_ok=True)
 
     async def _join_on_ready(self) -> None:
         """Join the routes' voice channels each time the gateway is ready (at start and after a
@@ -575,20 +607,23 @@ class VoiceFeature:
     async def check(self) -> list[Readiness]:
         """Doctor lines: what voice receive needs, the routes' voice channels, and the joined
         channels' failure counts."""
-        routes = []
+        return [
+            *voice_requirements(),
+            *self._route_lines(),
+            *receive_report(list(self._sessions.values())),
+        ]
+
+    def _route_lines(self) -> list[Readiness]:
+        lines = []
         for channel_id in self.options.auto_join:
             outcome = self.auto_joined.get(channel_id)
             if outcome is None:
                 detail = f"voice channel {channel_id} (a route's join): joined when lipcast runs"
-                routes.append(Readiness(ok=True, detail=detail))
+                lines.append(Readiness(ok=True, detail=detail))
             else:
                 detail = f"voice channel {channel_id} (a route's join): {outcome}"
-                routes.append(Readiness(ok=outcome == "joined", detail=detail))
-        return [
-            *voice_requirements(),
-            *routes,
-            *receive_report(list(self._sessions.values())),
-        ]
+                lines.append(Readiness(ok=outcome == "joined", detail=detail))
+        return lines
 
     async def close(self) -> None:
         for task in list(self._tasks):
@@ -597,6 +632,35 @@ class VoiceFeature:
         for guild_id in list(self._sessions):
             await self.leave(guild_id)
         await self._stt.aclose()
+
+
+def write_live_report(path: Path, lines: list[Readiness]) -> None:
+    """``lines`` to ``path`` as JSON with the time, whole or not at all."""
+    data = {
+        "written_at": time.time(),
+        "lines": [dataclasses.asdict(line) for line in lines],
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".part")
+    temporary.write_text(json.dumps(data), encoding="utf-8")
+    temporary.replace(path)
+
+
+def read_live_report(path: Path, *, stale_s: float = LIVE_REPORT_STALE_S) -> list[Readiness] | None:
+    """The doctor lines a running lipcast wrote to ``path``; None when there are none, they
+    are older than ``stale_s`` (that lipcast stopped), or the file is not such a report."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if time.time() - float(data["written_at"]) > stale_s:
+            return None
+        return [
+            Readiness(
+                ok=bool(line["ok"]), detail=str(line["detail"]), warning=bool(line["warning"])
+            )
+            for line in data["lines"]
+        ]
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
 
 
 def _why(err: BaseException) -> str:
