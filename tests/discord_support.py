@@ -558,6 +558,11 @@ class FakeGateway:
     close_code: int | None = None
     identify: dict[str, Any] | None = None
     identified: asyncio.Event = field(default_factory=asyncio.Event)
+    guild: dict[str, Any] = field(default_factory=guild_payload)  # its GUILD_CREATE
+    # "127.0.0.1:PORT" of a voice server (tests/discord_voice_server.py): the bot's voice state
+    # updates (op 4) are answered with VOICE_STATE_UPDATE and VOICE_SERVER_UPDATE pointing there
+    voice_endpoint: str | None = None
+    voice_updates: list[dict[str, Any]] = field(default_factory=list)  # op 4s, as sent
     _socket: web.WebSocketResponse | None = None
     _sequence: int = 0
 
@@ -577,6 +582,8 @@ class FakeGateway:
             data = json.loads(message.data)
             if data["op"] == 1:  # heartbeat
                 await socket.send_json({"op": 11, "d": None, "s": None, "t": None})
+            elif data["op"] == 4 and self.voice_endpoint is not None:  # voice state update
+                await self._voice_state(data["d"])
             elif data["op"] == 2:  # identify
                 self.identify = data["d"]
                 if self.close_code is not None:
@@ -596,6 +603,33 @@ class FakeGateway:
                         "relationships": [],
                     },
                 )
-                await self.dispatch("GUILD_CREATE", guild_payload())
+                await self.dispatch("GUILD_CREATE", self.guild)
                 self.identified.set()
         return socket
+
+    async def _voice_state(self, update: dict[str, Any]) -> None:
+        """The bot joins (or leaves) a voice channel: its voice state, then where to connect."""
+        self.voice_updates.append(update)
+        channel = update["channel_id"]
+        state = {
+            "guild_id": str(update["guild_id"]),
+            "channel_id": None if channel is None else str(channel),
+            "user_id": str(BOT_ID),
+            "member": _member(BOT_ID, with_user=True),
+            "session_id": "voice-session-1",
+            "deaf": False,
+            "mute": False,
+            "self_deaf": update["self_deaf"],
+            "self_mute": update["self_mute"],
+            "self_video": False,
+            "suppress": False,
+            "request_to_speak_timestamp": None,
+        }
+        await self.dispatch("VOICE_STATE_UPDATE", state)
+        if channel is not None:
+            server = {
+                "token": "voice-token-1",
+                "guild_id": str(update["guild_id"]),
+                "endpoint": self.voice_endpoint,
+            }
+            await self.dispatch("VOICE_SERVER_UPDATE", server)
