@@ -74,7 +74,8 @@ def self_signed(folder: Path) -> tuple[Path, Path]:
 
 
 class _Discovery(asyncio.DatagramProtocol):
-    """The voice server's UDP side: answers IP discovery with the address it saw."""
+    """The voice server's UDP side: answers IP discovery with the address it saw, and keeps
+    the packets the bot sends."""
 
     def __init__(self, server: FakeVoiceServer) -> None:
         self.server = server
@@ -92,6 +93,8 @@ class _Discovery(asyncio.DatagramProtocol):
             self.transport.sendto(answer, addr)
             self.server.client_address = addr
             self.server.discovered.set()
+        elif addr == self.server.client_address:  # the bot speaking
+            self.server.received.append(data)
 
 
 @dataclass(kw_only=True)
@@ -106,6 +109,7 @@ class FakeVoiceServer:
     discovered: asyncio.Event = field(default_factory=asyncio.Event)
     dave_ready: asyncio.Event = field(default_factory=asyncio.Event)
     identify: dict[str, Any] | None = None
+    received: list[bytes] = field(default_factory=list)  # the bot's voice packets, as sent
     viewer: davey.DaveSession | None = None  # the viewer's client, in the group once welcomed
     _socket: web.WebSocketResponse | None = None
     _udp: _Discovery | None = None

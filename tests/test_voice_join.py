@@ -7,7 +7,8 @@ voice state update (op 4), and connects to the voice server that the gateway nam
 the session description, then DAVE's MLS handshake, in which discord.py's own DAVE session
 commits a viewer's client into the group. That client encrypts the viewer's speech (eSpeak,
 Opus, RTP, the transport cipher) and the voice server relays it to the bot's socket; lipcast
-must hear the words.
+must hear the words. Then the persona answers aloud: discord.py's player sends lipcast's audio
+source, DAVE-encrypted by discord.py's session, and the viewer's client must hear those words.
 """
 
 from __future__ import annotations
@@ -21,15 +22,21 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import davey
 import discord
+import discord.opus
 import pytest
 from discord import app_commands
 
 from bots.discord.voice.feature import VoiceFeature, VoiceOptions
+from pipeline.audio import AudioChunk
+from pipeline.clips import Clip, TurnInfo
 from pipeline.services.stt.faster_whisper import FasterWhisperSTT
+from pipeline.speech.resample import from_stereo_pcm16
 from pipeline.speech.segmenter import SegmenterOptions
 from pipeline.speech.vad import SileroVAD
 from pipeline.speech.wer import word_error_rate
+from pipeline.utterance import Utterance
 from tests.discord_support import (
     ADA_ID,
     APP_ID,
@@ -41,11 +48,33 @@ from tests.discord_support import (
     guild_payload,
     interaction_payload,
 )
-from tests.discord_voice_server import FakeVoiceServer
-from tests.voice_support import SENTENCES, Talker, opus_frames, speak
+from tests.discord_voice_server import BOT_SSRC, FakeVoiceServer
+from tests.voice_support import SENTENCES, Talker, open_packet, opus_frames, speak
 
 VOICE_ID = 920000000000000050  # "Lounge"
 ADA_SSRC = 4242
+
+
+def reply_clip(origin: Utterance, audio: AudioChunk, text: str) -> Clip:
+    """The persona's answer to ``origin`` as the conversation hands it to the adapter."""
+    turn = TurnInfo(
+        turn_id="t1",
+        utterance=origin,
+        viewer_name="Ada",
+        language="en",
+        mode="reply",
+        persona_name="Cohost",
+    )
+    return Clip(
+        turn=turn,
+        seq=0,
+        text=text,
+        media=b"",
+        content_type="video/mp4",
+        duration_s=audio.duration_s,
+        timings={},
+        audio=audio,
+    )
 
 
 def lounge_with_ada() -> dict[str, Any]:
@@ -140,7 +169,7 @@ async def interact(fake: FakeDiscord, gateway: FakeGateway, name: str) -> str:
     return str(fake.callbacks[-1]["data"]["content"])
 
 
-async def test_join_connects_through_discord_py_and_hears_a_viewer_under_dave(
+async def test_join_connects_through_discord_py_hears_a_viewer_and_answers_aloud_under_dave(
     fake_discord: FakeDiscord, gateway: FakeGateway, connected: Joined
 ) -> None:
     voice, feature = connected.voice, connected.feature
@@ -175,6 +204,28 @@ async def test_join_connects_through_discord_py_and_hears_a_viewer_under_dave(
     stats = session.stats()[ADA_ID]
     assert stats.decoded == len(frames) and stats.dave_failures == 0
     assert stats.transport_failures == 0
+
+    # The answer, aloud: discord.py's player sends lipcast's audio source, which its own DAVE
+    # session encrypts; the viewer's client opens the packets and hears the words.
+    said = SENTENCES[4]
+    spoken = await speak(said)
+    await feature.play(reply_clip(heard, spoken, said))
+    await until(lambda: len(voice.received) >= spoken.duration_s / 0.02, 30)
+    await until(lambda: not session.link.is_playing(), 30)
+    assert voice.viewer is not None and connected.client.user is not None
+    decoder = discord.opus.Decoder()  # type: ignore[no-untyped-call]
+    pcm = bytearray()
+    encrypted = 0
+    for packet in voice.received:
+        ssrc, frame = open_packet(packet, voice.secret_key)
+        assert ssrc == BOT_SSRC
+        opus = voice.viewer.decrypt(connected.client.user.id, davey.MediaType.audio, frame)
+        encrypted += frame != opus
+        pcm += decoder.decode(opus, fec=False)
+    assert encrypted >= 0.9 * len(voice.received)  # end to end: DAVE frames, not plain Opus
+    heard_back = AudioChunk(samples=from_stereo_pcm16(bytes(pcm)), sample_rate=48_000)
+    transcript = await FasterWhisperSTT().transcribe(heard_back, language="en")
+    assert word_error_rate([(said, transcript.text)]) <= 0.2
 
     assert await interact(fake_discord, gateway, "leave") == "Left the voice channel."
     await until(lambda: gateway.voice_updates[-1]["channel_id"] is None)

@@ -59,6 +59,25 @@ def seal_packet(
     return header + box.encrypt(body, header, nonce + bytes(20)).ciphertext + nonce
 
 
+def open_packet(packet: bytes, secret_key: bytes) -> tuple[int, bytes]:
+    """``(ssrc, payload)`` of a packet sealed with ``aead_xchacha20_poly1305_rtpsize``, as a
+    Discord client opens the bot's (the inverse of :func:`seal_packet`, written from the
+    protocol): the RTP header and any extension header are the associated data, the 4-byte
+    nonce counter is last; the extension's body and RTP padding are dropped."""
+    flags = packet[0]
+    header_length = 12 + 4 * (flags & 0x0F)
+    if flags & 0x10:
+        header_length += 4  # the extension's header is in the clear; its body is sealed
+    header, nonce = packet[:header_length], packet[-4:]
+    box = nacl.secret.Aead(secret_key)
+    body = box.decrypt(packet[header_length:-4], header, nonce + bytes(20))
+    if flags & 0x10:
+        body = body[4 * struct.unpack_from(">H", packet, header_length - 2)[0] :]
+    if flags & 0x20:
+        body = body[: -body[-1]]
+    return struct.unpack_from(">I", packet, 8)[0], body
+
+
 def opus_frames(audio: AudioChunk) -> list[bytes]:
     """``audio`` as Discord clients send it: 48 kHz stereo, 20 ms Opus frames (libopus through
     discord.py's own encoder)."""
