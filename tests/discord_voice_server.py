@@ -102,7 +102,7 @@ class FakeVoiceServer:
     """One voice channel's server: the voice gateway (TLS WebSocket) and its UDP socket."""
 
     channel_id: int
-    viewer_id: int  # the viewer whose client joins the DAVE group with the bot
+    viewer_id: int  # the viewer in the call when the bot joins (more join by join_call)
     secret_key: bytes = field(default_factory=lambda: os.urandom(32))
     endpoint: str = ""  # "127.0.0.1:PORT", once started
     client_address: tuple[str, int] | None = None  # the bot's UDP socket, once discovered
@@ -110,7 +110,11 @@ class FakeVoiceServer:
     dave_ready: asyncio.Event = field(default_factory=asyncio.Event)
     identify: dict[str, Any] | None = None
     received: list[bytes] = field(default_factory=list)  # the bot's voice packets, as sent
-    viewer: davey.DaveSession | None = None  # the viewer's client, in the group once welcomed
+    viewers: dict[int, davey.DaveSession] = field(default_factory=dict)  # in the group
+    transitions: list[int] = field(default_factory=list)  # executed (opcode 22), in order
+    transition_done: asyncio.Event = field(default_factory=asyncio.Event)
+    _joining: davey.DaveSession | None = None  # the client proposed, until welcomed
+    _epoch: int = 0  # the group's epoch, as the proposals must name it
     _socket: web.WebSocketResponse | None = None
     _udp: _Discovery | None = None
     _runner: web.AppRunner | None = None
@@ -149,7 +153,18 @@ class FakeVoiceServer:
         if self._runner is not None:
             await self._runner.cleanup()
 
+    @property
+    def viewer(self) -> davey.DaveSession | None:
+        """The first viewer's client (``viewer_id``), once in the group."""
+        return self.viewers.get(self.viewer_id)
+
     # -- what the test does --------------------------------------------------------------
+
+    async def join_call(self, user_id: int) -> None:
+        """Another viewer joins the call: proposed to the group (opcode 27); the bot commits,
+        and the change takes effect by a transition (29 with its id, 23 from the bot, 22)."""
+        self.transition_done.clear()
+        await self._propose(user_id)
 
     async def speaking(self, user_id: int, ssrc: int) -> None:
         """SPEAKING (op 5): ``user_id`` talks on ``ssrc``."""
@@ -202,33 +217,53 @@ class FakeVoiceServer:
             await self._json(4, description)
         elif op == 3:  # HEARTBEAT
             await self._json(6, {"t": data["t"]})
+        elif op == 23:  # DAVE_TRANSITION_READY: every member is ready; execute it
+            transition = int(data["transition_id"])
+            await self._json(22, {"transition_id": transition})
+            self.transitions.append(transition)
+            self.transition_done.set()
 
     async def _mls_message(self, data: bytes) -> None:
         op, payload = data[0], data[1:]
-        if op == 26:  # MLS_KEY_PACKAGE: the bot's; the viewer's client is already in the call
+        if op == 26:  # MLS_KEY_PACKAGE: the bot's; the first viewer is already in the call
             await self._binary(25, self._mls.external_sender)
-            self.viewer = davey.DaveSession(
-                davey.DAVE_PROTOCOL_VERSION, self.viewer_id, self.channel_id
-            )
-            self.viewer.set_external_sender(self._mls.external_sender)
-            package = self.viewer.get_serialized_key_package()
-            proposals = self._mls.add_proposals(self.channel_id, 0, [package])
-            await self._binary(27, b"\x00" + proposals)  # operation 0: append
-        elif op == 28:  # MLS_COMMIT_WELCOME: the commit, then the welcome for the viewer
-            commit = self._welcome_viewer(payload)
-            await self._binary(29, struct.pack(">H", 0) + commit)  # transition 0: at once
+            await self._propose(self.viewer_id)
+        elif op == 28:  # MLS_COMMIT_WELCOME: the commit, then the welcome for the new client
+            commit = self._welcome(payload)
+            for member in self.viewers.values():  # the clients already in the group
+                member.process_commit(commit)
+            assert self._joining is not None
+            self.viewers[self._joining.user_id] = self._joining
+            self._joining = None
+            self._epoch += 1
+            # The first group takes effect at once (transition 0); later changes by a
+            # transition the bot must say it is ready for.
+            transition = 0 if self._epoch == 1 else self._epoch
+            await self._binary(29, struct.pack(">H", transition) + commit)
             self.dave_ready.set()
 
-    def _welcome_viewer(self, commit_welcome: bytes) -> bytes:
+    async def _propose(self, user_id: int) -> None:
+        client = davey.DaveSession(davey.DAVE_PROTOCOL_VERSION, user_id, self.channel_id)
+        client.set_external_sender(self._mls.external_sender)
+        package = client.get_serialized_key_package()
+        self._joining = client
+        proposals = self._mls.add_proposals(self.channel_id, self._epoch, [package])
+        # Every member gets the proposals; the bot's commit is the one announced (its clients
+        # drop their own).
+        for member in self.viewers.values():
+            member.process_proposals(davey.ProposalsOperationType.append, proposals)
+        await self._binary(27, b"\x00" + proposals)  # operation 0: append
+
+    def _welcome(self, commit_welcome: bytes) -> bytes:
         """Split opcode 28's commit (an MLSMessage) and welcome (a Welcome, which begins with
-        its cipher suite, 2 for DAVE's P-256); welcome the viewer's client; return the commit."""
-        assert self.viewer is not None
+        its cipher suite, 2 for DAVE's P-256); welcome the joining client; return the commit."""
+        assert self._joining is not None
         start = 1
         while (start := commit_welcome.find(b"\x00\x02", start)) > 0:
             try:
-                self.viewer.process_welcome(commit_welcome[start:])
+                self._joining.process_welcome(commit_welcome[start:])
             except Exception:  # noqa: BLE001 - not where the welcome starts: look further
                 start += 1
                 continue
             return commit_welcome[:start]
-        raise AssertionError("opcode 28 carried no welcome the viewer's client could read")
+        raise AssertionError("opcode 28 carried no welcome the joining client could read")

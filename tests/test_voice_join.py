@@ -41,6 +41,7 @@ from tests.discord_support import (
     ADA_ID,
     APP_ID,
     GUILD_ID,
+    MOD_ID,
     TOKEN,
     FakeDiscord,
     FakeGateway,
@@ -240,3 +241,34 @@ async def test_a_routes_voice_channel_is_joined_through_discord_py_when_the_bot_
         assert [int(update["channel_id"]) for update in gateway.voice_updates] == [VOICE_ID]
         assert joined.voice.identify is not None
         assert fake_discord.sent == []  # nobody typed /join
+
+
+async def test_a_viewer_joining_mid_call_is_heard_after_the_dave_transition(
+    fake_discord: FakeDiscord, gateway: FakeGateway, connected: Joined
+) -> None:
+    voice, feature, listener = connected.voice, connected.feature, connected.listener
+    assert (
+        await interact(fake_discord, gateway, "join") == f"Listening in <#{VOICE_ID}>. Talk to me!"
+    )
+    await asyncio.wait_for(voice.dave_ready.wait(), 30)
+    session = feature._sessions[GUILD_ID]
+    await until(lambda: bool((dave := session.link.keys().dave) and dave.ready))
+
+    # Mona joins the call: a new member, a new epoch, new keys for everyone
+    await voice.join_call(MOD_ID)
+    await asyncio.wait_for(voice.transition_done.wait(), 30)
+    assert voice.transitions == [2]  # announced with opcode 29, readied (23), executed (22)
+    assert set(voice.viewers) == {ADA_ID, MOD_ID}
+
+    for user, ssrc, sentence in ((ADA_ID, ADA_SSRC, SENTENCES[1]), (MOD_ID, 4343, SENTENCES[5])):
+        await voice.speaking(user, ssrc)
+        talker = Talker(secret_key=voice.secret_key, ssrc=ssrc, dave=voice.viewers[user])
+        for packet in talker.packets(opus_frames(await speak(sentence))):
+            voice.send_media([packet])
+            await asyncio.sleep(0.002)
+    await until(lambda: len(listener.heard) == 2, 60)
+    said = {heard.user_name: heard.text or "" for heard in listener.heard}
+    assert set(said) == {"Ada", "Mona"}
+    assert word_error_rate([(SENTENCES[1], said["Ada"]), (SENTENCES[5], said["Mona"])]) <= 0.2
+    stats = session.stats()
+    assert stats[ADA_ID].dave_failures == stats[MOD_ID].dave_failures == 0
