@@ -30,13 +30,11 @@ from discord import app_commands
 
 from bots.discord.voice.feature import VoiceFeature, VoiceOptions
 from pipeline.audio import AudioChunk
-from pipeline.clips import Clip, TurnInfo
 from pipeline.services.stt.faster_whisper import FasterWhisperSTT
 from pipeline.speech.resample import from_stereo_pcm16
 from pipeline.speech.segmenter import SegmenterOptions
 from pipeline.speech.vad import SileroVAD
 from pipeline.speech.wer import word_error_rate
-from pipeline.utterance import Utterance
 from tests.discord_support import (
     ADA_ID,
     APP_ID,
@@ -50,32 +48,17 @@ from tests.discord_support import (
     interaction_payload,
 )
 from tests.discord_voice_server import BOT_SSRC, FakeVoiceServer
-from tests.voice_support import SENTENCES, Talker, open_packet, opus_frames, speak
+from tests.voice_support import (
+    SENTENCES,
+    Talker,
+    open_packet,
+    opus_frames,
+    reply_clip,
+    speak,
+)
 
 VOICE_ID = 920000000000000050  # "Lounge"
 ADA_SSRC = 4242
-
-
-def reply_clip(origin: Utterance, audio: AudioChunk, text: str) -> Clip:
-    """The persona's answer to ``origin`` as the conversation hands it to the adapter."""
-    turn = TurnInfo(
-        turn_id="t1",
-        utterance=origin,
-        viewer_name="Ada",
-        language="en",
-        mode="reply",
-        persona_name="Cohost",
-    )
-    return Clip(
-        turn=turn,
-        seq=0,
-        text=text,
-        media=b"",
-        content_type="video/mp4",
-        duration_s=audio.duration_s,
-        timings={},
-        audio=audio,
-    )
 
 
 def lounge_with_ada() -> dict[str, Any]:

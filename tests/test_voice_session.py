@@ -30,14 +30,14 @@ from bots.discord.voice.feature import (
 )
 from bots.discord.voice.playback import FRAME_BYTES, SpeechSource
 from pipeline.audio import AudioChunk
-from pipeline.clips import Clip, TurnInfo
+from pipeline.clips import Clip
 from pipeline.services.stt.faster_whisper import FasterWhisperSTT
 from pipeline.speech.segmenter import SegmenterOptions
 from pipeline.speech.vad import SileroVAD
 from pipeline.speech.wer import word_error_rate
 from pipeline.utterance import Admission, Control, Utterance
 from tests.voice_dave import Group, form_group
-from tests.voice_support import SENTENCES, Talker, opus_frames, speak
+from tests.voice_support import SENTENCES, Talker, opus_frames, reply_clip, speak
 
 GUILD, VOICE_CHANNEL, TEXT_CHANNEL = 500, 600, 601
 ADA, BEN = 2002, 3003
@@ -272,24 +272,7 @@ def clip(turn: str, seq: int, audio: AudioChunk, text: str) -> Clip:
     origin = Utterance(
         platform="discord", channel=str(VOICE_CHANNEL), guild=str(GUILD), user=str(ADA), text="hi"
     )
-    info = TurnInfo(
-        turn_id=turn,
-        utterance=origin,
-        viewer_name="Ada",
-        language="en",
-        mode="reply",
-        persona_name="Cohost",
-    )
-    return Clip(
-        turn=info,
-        seq=seq,
-        text=text,
-        media=b"",
-        content_type="video/mp4",
-        duration_s=audio.duration_s,
-        timings={},
-        audio=audio,
-    )
+    return reply_clip(origin, audio, text, turn=turn, seq=seq)
 
 
 def tone(seconds: float, level: float, rate: int = 22_050) -> AudioChunk:

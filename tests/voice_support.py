@@ -9,9 +9,11 @@ from typing import Any
 import nacl.secret
 
 from pipeline.audio import AudioChunk, concat
+from pipeline.clips import Clip, TurnInfo
 from pipeline.services.tts.base import Voice
 from pipeline.services.tts.espeak import EspeakTTS
 from pipeline.speech.resample import to_stereo_pcm16
+from pipeline.utterance import Utterance
 
 # Sentences tiny.en hears well from eSpeak's en-us voice.
 SENTENCES = (
@@ -127,3 +129,27 @@ class Talker:
             self.timestamp = (self.timestamp + 960) & 0xFFFFFFFF
             self.counter += 1
         return sealed
+
+
+def reply_clip(
+    origin: Utterance, audio: AudioChunk, text: str, *, turn: str = "t1", seq: int = 0
+) -> Clip:
+    """A sentence of the persona's answer to ``origin``, as the conversation hands it on."""
+    info = TurnInfo(
+        turn_id=turn,
+        utterance=origin,
+        viewer_name="Ada",
+        language="en",
+        mode="reply",
+        persona_name="Cohost",
+    )
+    return Clip(
+        turn=info,
+        seq=seq,
+        text=text,
+        media=b"",
+        content_type="video/mp4",
+        duration_s=audio.duration_s,
+        timings={},
+        audio=audio,
+    )
