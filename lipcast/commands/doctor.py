@@ -27,6 +27,7 @@ from pipeline.services.openai_client import needs_api_key
 from pipeline.services.tts import TTS_BACKENDS
 
 if TYPE_CHECKING:
+    from bots.base import Readiness
     from lipcast.cli import Context
     from lipcast.config import Secrets, Settings
 
@@ -179,7 +180,7 @@ def _adapters(settings: Settings, secrets: Secrets) -> list[Check]:
             found.append(Check("FAIL", topic, "its checks did not answer within 15 s"))
             continue
         for line in readiness:
-            status = "FAIL" if not line.ok else "warn" if line.warning else "ok"
+            status = _status(line)
             found.append(Check(status, topic, line.detail))
     return found
 
@@ -217,13 +218,17 @@ def _voice(settings: Settings) -> list[Check]:
     from bots.discord.voice.feature import read_live_report, voice_requirements
 
     for line in voice_requirements():
-        status = "ok" if line.ok and not line.warning else ("warn" if line.ok else "FAIL")
+        status = _status(line)
         found.append(Check(status if needed or status == "ok" else "info", "voice", line.detail))
     # what the running lipcast hears now: joined channels, packets, decryption failures
     for line in read_live_report(voice_live_report()) or []:
-        status = "ok" if line.ok and not line.warning else ("warn" if line.ok else "FAIL")
-        found.append(Check(status, "voice.live", line.detail))
+        found.append(Check(_status(line), "voice.live", line.detail))
     return found
+
+
+def _status(line: Readiness) -> str:
+    """A readiness line's doctor status: FAIL, warn or ok."""
+    return "FAIL" if not line.ok else "warn" if line.warning else "ok"
 
 
 def _stt_queue(settings: Settings, needed: bool) -> Check:

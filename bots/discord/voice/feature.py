@@ -24,7 +24,7 @@ import dataclasses
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -439,15 +439,15 @@ class VoiceFeature:
         tree.add_command(join)
         tree.add_command(leave)
         if self.options.auto_join:
-            task = asyncio.create_task(self._join_on_ready(), name="voice-auto-join")
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._spawn(self._join_on_ready(), "voice-auto-join")
         if self.options.live_report is not None:
-            task = asyncio.create_task(
-                self._write_live_report(self.options.live_report), name="voice-live-report"
-            )
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._spawn(self._write_live_report(self.options.live_report), "voice-live-report")
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None], name: str) -> None:
+        """Run ``coroutine`` as a named task of the feature (cancelled by :meth:`close`)."""
+        task = asyncio.create_task(coroutine, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _write_live_report(self, path: Path) -> None:
         """Every few seconds, the doctor lines only this process knows (the routes' channels,
@@ -548,10 +548,7 @@ class VoiceFeature:
             if guild.id in self._rejoining:
                 return
             self._rejoining.add(guild.id)
-            task = asyncio.ensure_future(self._rejoin(channel))
-            task.set_name(f"voice-rejoin-{channel.id}")
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._spawn(self._rejoin(channel), f"voice-rejoin-{channel.id}")
 
         session = VoiceSession(
             link=link,
